@@ -67,7 +67,7 @@ class StochasticDepth(nn.Module):
         return f"p={self.p:.3f}"
 
 
-class _ResidualBlock(nn.Module):
+class ResidualBlock(nn.Module):
     """A block body with an identity shortcut (and stochastic depth) whenever the shape is kept."""
 
     def __init__(self, body: nn.Sequential, b: BlockSpec) -> None:
@@ -81,7 +81,7 @@ class _ResidualBlock(nn.Module):
         return x + self.drop(y) if self.residual else y
 
 
-class MBConv(_ResidualBlock):
+class MBConv(ResidualBlock):
     """Inverted residual: 1x1 expand (skipped when expand == 1), kxk depthwise, SE, 1x1 project."""
 
     def __init__(self, b: BlockSpec, act: str) -> None:
@@ -96,7 +96,7 @@ class MBConv(_ResidualBlock):
         super().__init__(nn.Sequential(*layers), b)
 
 
-class FusedMBConv(_ResidualBlock):
+class FusedMBConv(ResidualBlock):
     """EfficientNetV2's block: one kxk convolution replaces expand + depthwise, then a 1x1 project;
     with expand == 1 the kxk convolution maps straight to the output channels."""
 
@@ -110,4 +110,4 @@ class FusedMBConv(_ResidualBlock):
         super().__init__(nn.Sequential(*layers), b)
 
 
-BLOCKS: dict[str, type[_ResidualBlock]] = {"mbconv": MBConv, "fused_mbconv": FusedMBConv}
+BLOCKS: dict[str, type[ResidualBlock]] = {"mbconv": MBConv, "fused_mbconv": FusedMBConv}

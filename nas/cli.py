@@ -7,6 +7,7 @@ progress goes to stderr, so scripts can read stdout.
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import Sequence
 
 import pandas as pd
 
+from nas.console import FORMATS, print_table, stderr_progress
 from nas.errors import NasError
 
 
@@ -47,24 +49,15 @@ def parse_phis(text: str) -> list[float]:
     return phis
 
 
-def print_table(df: pd.DataFrame, fmt: str) -> None:
-    if fmt == "json":
-        sys.stdout.write(df.to_json(orient="records", indent=2) + "\n")
-    elif fmt == "csv":
-        sys.stdout.write(df.to_csv(index=False))
-    else:
-        sys.stdout.write(df.to_string(index=False) + "\n")
-
-
 def _add_format(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--format", choices=("table", "json", "csv"), default="table",
+    p.add_argument("--format", choices=FORMATS, default="table",
                    help="table for people, json or csv for scripts (stdout alone)")
 
 
 # ------------------------------------------------------------------------------------ materialize
 
 def cmd_materialize(args: argparse.Namespace) -> int:
-    from nas.family import compound_family, family_table, paper_family, stderr_progress, write_family
+    from nas.family import compound_family, family_table, paper_family, write_family
     from nas.spec import load_spec
 
     coeffs = (args.alpha, args.beta, args.gamma)
@@ -109,11 +102,162 @@ def _materialize_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_materialize)
 
 
+# ------------------------------------------------------------------------------------------ train
+
+def _add_training(p: argparse.ArgumentParser) -> None:
+    """Proxy-training settings shared by the commands that train."""
+    defaults = _train_defaults()
+    p.add_argument("--epochs", type=int, default=defaults.epochs, help=f"default {defaults.epochs}")
+    p.add_argument("--batch-size", type=int, default=defaults.batch_size, help=f"default {defaults.batch_size}")
+    p.add_argument("--lr", type=float, default=defaults.lr, help=f"peak learning rate (default {defaults.lr})")
+    p.add_argument("--optimizer", default=defaults.optimizer, help="adamw (default), sgd or rmsprop")
+    p.add_argument("--device", default="auto", help="auto (cuda if present), cpu, cuda or cuda:N")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, help="CPU threads (default: all cores)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model (pays off on GPU)")
+
+
+def _train_defaults():
+    from nas.proxy import TrainConfig
+    return TrainConfig()
+
+
+def _train_config(args: argparse.Namespace, **overrides):
+    from nas.proxy import TrainConfig
+    return TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,
+                       device=args.device, seed=args.seed, threads=args.threads, compile=args.compile,
+                       **overrides)
+
+
+def _network_from_args(args: argparse.Namespace):
+    """The network to train: a base at --resolution, scaled by --width/--depth or by the compound rule."""
+    from nas.scaling import compound, scale
+    from nas.spec import load_spec
+
+    base = load_spec(args.space).replace(resolution=args.resolution)
+    if args.stem_stride is not None:
+        base = base.replace(stem_stride=args.stem_stride)
+    compound_args = (args.alpha, args.beta, args.gamma, args.phi)
+    if any(a is not None for a in compound_args):
+        if any(a is None for a in compound_args):
+            raise NasError("the compound rule needs all of --alpha --beta --gamma --phi")
+        if args.width != 1.0 or args.depth != 1.0:
+            raise NasError("give --width/--depth or --alpha/--beta/--gamma/--phi, not both")
+        return compound(base, args.alpha, args.beta, args.gamma, args.phi)
+    if args.width == 1.0 and args.depth == 1.0:
+        return base
+    return scale(base, args.width, args.depth, base.resolution,
+                 name=f"{base.name}-w{args.width:g}-d{args.depth:g}")
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    import json
+
+    from nas.data import load_dataset
+    from nas.flops import count_flops
+    from nas.proxy import resolve_device, train
+
+    cfg = _train_config(args)
+    device = resolve_device(cfg.device)
+    spec = _network_from_args(args)
+    progress = None if args.quiet else stderr_progress
+    data = load_dataset(args.dataset, per_class=args.per_class, fraction=args.fraction, seed=args.seed)
+    fc = count_flops(spec, spec.resolution, data.in_channels, data.num_classes)
+    if progress:
+        progress(f"{data.describe()}")
+        progress(f"training {spec.name} at {spec.resolution} px: {fc.params:,} params, "
+                 f"{fc.flops / 1e6:.1f} MFLOPs, {cfg.epochs} epochs on {device}")
+    result = train(spec, data, cfg, callback=None, progress=progress)
+    summary = {
+        "network": spec.name, "dataset": data.name, "resolution": spec.resolution, "width": spec.width_mult,
+        "depth": spec.depth_mult, "params": fc.params, "mflops": round(fc.flops / 1e6, 2),
+        "epochs": len(result.epochs), "final_acc": round(result.final_acc, 4), "best_acc": round(result.best_acc, 4),
+        "train_img_s": round(result.train_images_per_sec, 1), "wall_s": round(result.wall_time, 1),
+        "peak_mem_mb": round(result.peak_memory_mb, 1), "device": result.device, "status": result.status,
+    }
+    if args.format == "json":
+        print(json.dumps({**summary, "reason": result.reason,
+                          "history": [e.__dict__ for e in result.epochs]}, indent=2))
+    elif args.format == "csv":
+        print_table(pd.DataFrame([summary]), "csv")
+    else:
+        width = max(map(len, summary))
+        print("\n".join(f"{k:<{width}}  {v}" for k, v in summary.items()))
+    if result.status in ("diverged", "oom"):
+        print(f"nas train: {result.status}: {result.reason}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _network_args(p: argparse.ArgumentParser, resolution: int = 32) -> None:
+    p.add_argument("--space", default="efficientnet_b0", help="base network: a name in search_spaces/ or a YAML path")
+    p.add_argument("--resolution", type=int, default=resolution,
+                   help=f"resolution of the base (phi = 0) network for the proxy (default {resolution})")
+    p.add_argument("--stem-stride", type=int, choices=(1, 2), help="override the base's stem stride")
+    p.add_argument("--width", type=float, default=1.0, help="width multiplier (default 1)")
+    p.add_argument("--depth", type=float, default=1.0, help="depth multiplier (default 1)")
+    p.add_argument("--alpha", type=float, help="compound rule: depth coefficient")
+    p.add_argument("--beta", type=float, help="compound rule: width coefficient")
+    p.add_argument("--gamma", type=float, help="compound rule: resolution coefficient")
+    p.add_argument("--phi", type=float, help="compound rule: exponent")
+
+
+def _train_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="one proxy training run of one network",
+                       description="Train one network from scratch on a proxy data set and report validation "
+                                   "accuracy per epoch, throughput, params and FLOPs.")
+    _network_args(p)
+    p.add_argument("--dataset", default="digits",
+                   help="digits (bundled), a CIFAR batch folder, an image folder or a .npz file")
+    p.add_argument("--per-class", type=int, help="keep N training images per class")
+    p.add_argument("--fraction", type=float, help="keep this fraction of the training split")
+    _add_training(p)
+    p.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    _add_format(p)
+    p.set_defaults(func=cmd_train)
+
+
+# ------------------------------------------------------------------------------------------ bench
+
+def cmd_bench_proxy(args: argparse.Namespace) -> int:
+    from nas.bench import bench_proxy
+    from nas.scaling import scale
+    from nas.spec import load_spec
+
+    base = load_spec(args.space)
+    specs = [scale(base, w, d, base.resolution, name=f"{base.name}-w{w:g}-d{d:g}") if (w, d) != (1.0, 1.0)
+             else base for w, d in ((args.width, args.depth),)]
+    resolutions = [int(r) for r in args.resolutions.split(",")]
+    cfg = _train_config(args)
+    df = bench_proxy(specs, resolutions, cfg, images=args.images, progress=None if args.quiet else stderr_progress)
+    print_table(df, args.format)
+    return 0
+
+
+def _bench_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("bench", help="throughput benchmarks against a plain reference loop")
+    bench_sub = p.add_subparsers(dest="bench", required=True, parser_class=_Parser)
+    q = bench_sub.add_parser("proxy", help="training images/s: the proxy engine vs a plain loop",
+                             description="Images per second of training steps, the proxy engine next to a plain "
+                                         "fp32 NCHW DataLoader loop measured in the same run.")
+    q.add_argument("--space", default="efficientnet_b0", help="base network (default efficientnet_b0)")
+    q.add_argument("--width", type=float, default=1.0, help="width multiplier of the benchmarked network")
+    q.add_argument("--depth", type=float, default=1.0, help="depth multiplier of the benchmarked network")
+    q.add_argument("--resolutions", default="32,64", help="comma-separated (default 32,64)")
+    q.add_argument("--images", type=int, default=1024, help="images per timed epoch (default 1024)")
+    _add_training(q)
+    q.add_argument("--quiet", action="store_true")
+    _add_format(q)
+    q.set_defaults(func=cmd_bench_proxy)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="nas", description="Search EfficientNet scaling coefficients and architectures, "
                                              "then build model families.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     _materialize_parser(sub)
+    _train_parser(sub)
+    _bench_parser(sub)
     return parser
 
 
@@ -127,6 +271,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"nas {args.command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # stdout closed early (nas ... | head): not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

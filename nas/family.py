@@ -8,7 +8,6 @@ where a member really sits (the paper's B7 lands near 6.6).
 from __future__ import annotations
 
 import math
-import sys
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -70,7 +69,3 @@ def write_family(members: Sequence[tuple[float, NetworkSpec]], out_dir: Path, sa
             torch.save(build_model(spec, num_classes, in_channels).state_dict(), path)
             written.append(path)
     return written
-
-
-def stderr_progress(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
