@@ -16,7 +16,7 @@ from typing import Sequence
 import pandas as pd
 
 from nas.console import FORMATS, print_table, stderr_progress
-from nas.errors import NasError
+from nas.errors import NasError, SearchAborted
 
 
 class _Parser(argparse.ArgumentParser):
@@ -61,13 +61,21 @@ def cmd_materialize(args: argparse.Namespace) -> int:
     from nas.spec import load_spec
 
     coeffs = (args.alpha, args.beta, args.gamma)
-    if args.preset and any(c is not None for c in coeffs):
-        raise NasError("--preset paper and --alpha/--beta/--gamma exclude each other: give one of them")
-    if not args.preset and any(c is None for c in coeffs):
-        raise NasError("give --preset paper, or all three of --alpha --beta --gamma")
+    sources = sum([bool(args.preset), any(c is not None for c in coeffs), bool(args.study)])
+    if sources > 1:
+        raise NasError("--preset, --alpha/--beta/--gamma and --study exclude each other: give one of them")
+    if sources == 0 or (not args.preset and not args.study and any(c is None for c in coeffs)):
+        raise NasError("give --preset paper, all three of --alpha --beta --gamma, or --study STUDY")
     if args.save_models and not args.out:
         raise NasError("--save-models needs --out DIR to write the weights to")
-    base = load_spec(args.space)
+    if args.study:
+        study, space = _load_finished_study(args.study, args.storage)
+        from nas.search.scale import best_coefficients
+        args.alpha, args.beta, args.gamma = best_coefficients(study)
+        args.space = args.space or space
+        print(f"study '{study.study_name}': best coefficients alpha {args.alpha:.4g} beta {args.beta:.4g} "
+              f"gamma {args.gamma:.4g}", file=sys.stderr)
+    base = load_spec(args.space or "efficientnet_b0")
     phis = parse_phis(args.phi)
     if args.preset:
         members = paper_family(base, phis)
@@ -91,7 +99,10 @@ def _materialize_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--beta", type=float, help="width coefficient (>= 1)")
     p.add_argument("--gamma", type=float, help="resolution coefficient (>= 1)")
     p.add_argument("--phi", default="0-7", help="members: a range 0-7, a list 0,0.5,1 or one value (default 0-7)")
-    p.add_argument("--space", default="efficientnet_b0", help="base network: a name in search_spaces/ or a YAML path")
+    p.add_argument("--study", help="the best coefficients of a study: its name, study file, or with --storage")
+    p.add_argument("--storage", help="storage URL of --study (default: runs/<study>/study.db)")
+    p.add_argument("--space", help="base network: a name in search_spaces/ or a YAML path "
+                                   "(default efficientnet_b0, or the study's)")
     p.add_argument("--resolution-multiple", type=int, default=1,
                    help="round compound resolutions to this multiple (default 1)")
     p.add_argument("--out", help="write one spec YAML per member into this folder")
@@ -251,6 +262,103 @@ def _bench_parser(sub: argparse._SubParsersAction) -> None:
     q.set_defaults(func=cmd_bench_proxy)
 
 
+# ------------------------------------------------------------------------------------------ scale
+
+def _load_finished_study(name_or_path: str, storage: str | None):
+    """An existing study and its base space, from a name, a study file, or --storage."""
+    import optuna
+
+    from nas.study import find_study_storage, open_storage
+    name, url = find_study_storage(name_or_path, storage)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    try:
+        study = optuna.load_study(study_name=name, storage=open_storage(url))
+    except KeyError:
+        raise NasError(f"no study '{name}' in {url}: check the name, or run it first with nas scale run") from None
+    return study, study.user_attrs.get("config", {}).get("space", "efficientnet_b0")
+
+
+def cmd_scale_run(args: argparse.Namespace) -> int:
+    from nas.family import compound_family, family_table
+    from nas.search.runner import run_search
+    from nas.search.scale import ScaleJob, best_coefficients, ranked_winners, trials_table
+    from nas.spec import load_spec
+    from nas.study import load_study
+
+    cfg = load_study(args.study)
+    phis = parse_phis(args.phi)
+    try:
+        study = run_search(ScaleJob(cfg), workers=args.workers, storage_url=args.storage)
+    except KeyboardInterrupt:
+        print(f"nas scale run: interrupted; finished trials are kept in {cfg.storage_url(args.storage)}: "
+              f"run the same command to resume", file=sys.stderr)
+        return 130
+    table = trials_table(study)
+    if not ranked_winners(study):
+        print(f"study {cfg.name}: {_summary(table)}", file=sys.stderr)
+        print(f"nas scale run: no trial finished with an accuracy; the reasons are in "
+              f"'nas scale show {cfg.name}'", file=sys.stderr)
+        return 1
+    alpha, beta, gamma = best_coefficients(study)
+    winners = table[table["rank"].notna()].sort_values("rank").head(args.top)
+    family = family_table(compound_family(load_spec(cfg.space), alpha, beta, gamma, phis))
+    if args.format == "json":
+        import json
+        print(json.dumps({"study": cfg.name, "best": {"alpha": alpha, "beta": beta, "gamma": gamma},
+                          "winners": json.loads(winners.to_json(orient="records")),
+                          "family": json.loads(family.to_json(orient="records"))}, indent=2))
+    elif args.format == "csv":
+        print_table(family, "csv")
+    else:
+        print(f"study {cfg.name}: {_summary(table)}")
+        print("\nwinners (best first):")
+        print_table(winners, "table")
+        print(f"\nfamily of the best coefficients (alpha {alpha:.4g}, beta {beta:.4g}, gamma {gamma:.4g}) on "
+              f"{cfg.space}:")
+        print_table(family, "table")
+    return 0
+
+
+def _summary(table: pd.DataFrame) -> str:
+    counts = table["state"].value_counts()
+    return ", ".join(f"{counts[s]} {s}" for s in ("complete", "pruned", "infeasible", "fail", "running", "waiting")
+                     if s in counts)
+
+
+def cmd_scale_show(args: argparse.Namespace) -> int:
+    from nas.search.scale import trials_table
+
+    study, _ = _load_finished_study(args.study, args.storage)
+    table = trials_table(study)
+    if table.empty:
+        raise NasError(f"study '{study.study_name}' has no trials yet: run it with nas scale run")
+    table = table.sort_values(["rank", "trial"], na_position="last")
+    if args.format == "table":
+        print(f"study {study.study_name}: {_summary(table)}")
+    print_table(table, args.format)
+    return 0
+
+
+def _scale_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("scale", help="compound-coefficient search (alpha, beta, gamma)")
+    scale_sub = p.add_subparsers(dest="scale", required=True, parser_class=_Parser)
+    r = scale_sub.add_parser("run", help="run or resume a coefficient search from a study file",
+                             description="Run or resume the study; ends with the winners and the family "
+                                         "materialized from the best coefficients.")
+    r.add_argument("study", help="study file, e.g. studies/quickstart.yaml")
+    r.add_argument("--workers", type=int, default=1, help="worker processes on this machine (default 1)")
+    r.add_argument("--storage", help="storage URL (default: the study file's, else runs/<name>/study.db)")
+    r.add_argument("--phi", default="0-7", help="family members to materialize at the end (default 0-7)")
+    r.add_argument("--top", type=int, default=5, help="winners to list (default 5)")
+    _add_format(r)
+    r.set_defaults(func=cmd_scale_run)
+    s = scale_sub.add_parser("show", help="trials, feasibility and winners of a study")
+    s.add_argument("study", help="study name (runs/<name>/), study file, or name with --storage")
+    s.add_argument("--storage", help="storage URL")
+    _add_format(s)
+    s.set_defaults(func=cmd_scale_show)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="nas", description="Search EfficientNet scaling coefficients and architectures, "
                                              "then build model families.")
@@ -258,6 +366,7 @@ def build_parser() -> argparse.ArgumentParser:
     _materialize_parser(sub)
     _train_parser(sub)
     _bench_parser(sub)
+    _scale_parser(sub)
     return parser
 
 
@@ -271,6 +380,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"nas {args.command}: interrupted", file=sys.stderr)
         return 130
+    except SearchAborted as e:
+        print(f"nas {args.command}: stopped: {e}", file=sys.stderr)
+        return 1
     except BrokenPipeError:  # stdout closed early (nas ... | head): not an error of ours
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0

@@ -8,3 +8,8 @@ the fix. The CLI prints it without a traceback and exits with code 2; every othe
 
 class NasError(Exception):
     """Bad input: a file, an argument or a setting the user can correct."""
+
+
+class SearchAborted(Exception):
+    """A search stopped itself because trials keep raising errors; going on would only record more
+    failures. Finished trials are kept; fix the cause and run the same command to resume (exit 1)."""

@@ -16,7 +16,7 @@ import torch
 
 from nas.builder import build_model
 from nas.errors import NasError
-from nas.flops import count_flops
+from nas.flops import flops_at, params_of
 from nas.scaling import compound, paper_member
 from nas.spec import NetworkSpec, save_spec
 
@@ -41,17 +41,17 @@ def family_table(members: Sequence[tuple[float, NetworkSpec]], reference: Networ
         raise NasError("no family members to build: give at least one phi")
     if reference is None:
         reference = min(members, key=lambda m: m[0])[1]
-    ref_flops = count_flops(reference).flops
+    ref_flops = flops_at(reference, reference.resolution)
     rows = []
     for i, (phi, spec) in enumerate(members, 1):
         if progress:
             progress(f"[{i}/{len(members)}] counting {spec.name} at {spec.resolution} px")
-        fc = count_flops(spec)
-        ratio = fc.flops / ref_flops
+        flops = flops_at(spec, spec.resolution)
+        ratio = flops / ref_flops
         rows.append({
             "name": spec.name, "phi": phi, "width": round(spec.width_mult, 4), "depth": round(spec.depth_mult, 4),
-            "resolution": spec.resolution, "dropout": spec.dropout, "params": fc.params,
-            "gflops": round(fc.gflops, 4), "flops_ratio": round(ratio, 4), "target_ratio": round(2.0 ** phi, 4),
+            "resolution": spec.resolution, "dropout": spec.dropout, "params": params_of(spec),
+            "gflops": round(flops / 1e9, 4), "flops_ratio": round(ratio, 4), "target_ratio": round(2.0 ** phi, 4),
             "phi_measured": round(math.log2(ratio), 3),
         })
     return pd.DataFrame(rows)

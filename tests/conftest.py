@@ -24,3 +24,32 @@ def run_cli(capsys):
         out, err = capsys.readouterr()
         return code, out, err
     return run
+
+
+TINY_STUDY = """\
+name: {name}
+space: efficientnet_b0
+seed: 0
+proxy: {{dataset: digits, per_class: 30, resolution: 16, width: 0.25, depth: 0.25, stem_stride: 1,
+        train: {{epochs: {epochs}, batch_size: 32}}}}
+search: {{sampler: {sampler}, target: 2.0, tolerance: 0.15, alpha: [1.0, 1.3], beta: [1.0, 1.2], step: 0.1,
+         seeds: {seeds}, trials: {trials}}}
+pruner: {{type: none}}
+heartbeat: {{interval: 1, grace: 4}}
+"""
+
+
+@pytest.fixture
+def tiny_study(tmp_path, monkeypatch):
+    """Write a study file whose trials take about a second; runs/ lands in tmp_path."""
+    monkeypatch.chdir(tmp_path)
+
+    def write(name: str = "tiny", sampler: str = "grid", epochs: int = 2, seeds: int = 1, trials: int = 4,
+              **replace: str) -> str:
+        text = TINY_STUDY.format(name=name, sampler=sampler, epochs=epochs, seeds=seeds, trials=trials)
+        for old, new in replace.items():
+            text = text.replace(old, new)
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(text)
+        return str(path)
+    return write

@@ -58,7 +58,7 @@ def test_out_writes_specs_that_load_back_and_models(run_cli, tmp_path):
     (["--preset", "paper", "--phi", "x"], "is not a number, a range like 0-7"),
     (["--preset", "paper", "--space", "nope"], "unknown search space 'nope'"),
     (["--preset", "paper", "--phi", "8"], "B0..B7"),
-    (["--alpha", "1.2"], "give --preset paper, or all three"),
+    (["--alpha", "1.2"], "give --preset paper, all three of --alpha --beta --gamma, or --study"),
     (["--preset", "paper", "--alpha", "1.2", "--beta", "1", "--gamma", "1"], "exclude each other"),
     (["--preset", "paper", "--save-models"], "--save-models needs --out"),
     (["--preset", "paper", "--format", "xml"], "invalid choice"),

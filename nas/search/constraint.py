@@ -1,0 +1,165 @@
+"""The compound constraint, judged on the measured cost of the real, rounded networks.
+
+A candidate (alpha, beta) fixes depth and width of the phi = 1 network; gamma is then *solved*: the
+integer resolution whose measured cost ratio cost(phi=1)/cost(phi=0) comes closest to the target c.
+The candidate is feasible when that ratio lies within c * (1 +- tolerance). Every point a search trains
+is feasible by construction, so the accuracies it compares are at (nearly) equal cost.
+
+Cost is measured FLOPs (fvcore) or, in hardware mode, measured latency on a device.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Callable
+
+from nas.flops import flops_at
+from nas.latency import LatencySettings, measure_spec
+from nas.scaling import scale
+from nas.spec import NetworkSpec
+
+CostFn = Callable[[NetworkSpec, int], float]
+
+
+@dataclass(frozen=True)
+class ProxyFamily:
+    """The networks a proxy run trains: the base down-scaled by (width, depth), at `resolution` for
+    phi = 0. Members are scaled from the unscaled base with the proxy's multipliers folded in, so
+    channels and repeats are rounded once."""
+
+    base: NetworkSpec
+    width: float = 1.0
+    depth: float = 1.0
+    resolution: int = 32
+
+    def member(self, alpha: float, beta: float, gamma: float) -> NetworkSpec:
+        return scale(self.base, self.width * beta, self.depth * alpha, round(self.resolution * gamma),
+                     name=f"{self.base.name}-proxy-a{alpha:g}-b{beta:g}-g{gamma:.4g}")
+
+    @property
+    def phi0(self) -> NetworkSpec:
+        return self.member(1.0, 1.0, 1.0)
+
+
+def target_member(base: NetworkSpec, alpha: float, beta: float, resolution: int) -> NetworkSpec:
+    """The full-size phi = 1 network that the family will be built from."""
+    return scale(base, beta, alpha, resolution, name=f"{base.name}-a{alpha:g}-b{beta:g}")
+
+
+def flops_cost(in_channels: int, num_classes: int) -> CostFn:
+    return lambda spec, res: float(flops_at(spec, res, in_channels, num_classes))
+
+
+def latency_cost(settings: LatencySettings, in_channels: int, num_classes: int) -> CostFn:
+    return lambda spec, res: measure_spec(spec, settings, res, in_channels, num_classes).median_ms
+
+
+@dataclass(frozen=True)
+class Candidate:
+    alpha: float
+    beta: float
+    gamma: float                 # effective: resolution1 / resolution0
+    resolution0: int
+    resolution1: int
+    cost0: float
+    cost1: float
+    target: float
+    tolerance: float
+
+    @property
+    def ratio(self) -> float:
+        """Measured cost ratio of the rounded phi = 1 network to phi = 0."""
+        return self.cost1 / self.cost0
+
+    @property
+    def nominal_ratio(self) -> float:
+        """alpha * beta^2 * gamma^2 with the effective gamma: what the ratio would be without rounding."""
+        return self.alpha * self.beta ** 2 * self.gamma ** 2
+
+    @property
+    def gamma_nominal(self) -> float:
+        """The gamma that alpha * beta^2 * gamma^2 = c asks for, before measuring."""
+        return math.sqrt(self.target / (self.alpha * self.beta ** 2))
+
+    @property
+    def feasible(self) -> bool:
+        return abs(self.ratio / self.target - 1.0) <= self.tolerance
+
+    @property
+    def violation(self) -> float:
+        """<= 0 when feasible (Optuna's constraint convention)."""
+        return abs(self.ratio / self.target - 1.0) - self.tolerance
+
+    def attrs(self) -> dict:
+        d = asdict(self)
+        d.update(ratio=self.ratio, nominal_ratio=self.nominal_ratio, gamma_nominal=self.gamma_nominal,
+                 feasible=self.feasible)
+        return d
+
+
+def solve_resolution(base: NetworkSpec, alpha: float, beta: float, cost: CostFn, target: float,
+                     tolerance: float, max_gamma: float = 2.0) -> Candidate:
+    """The integer phi = 1 resolution whose measured cost ratio to `base` is closest to `target`.
+
+    Judged on the full-size base at its native resolution: the network the family is built from.
+    Cost grows roughly with resolution squared, so one measurement at the native resolution predicts
+    the answer and a short walk over neighbouring integers settles it on measured values.
+    """
+    r0 = base.resolution
+    spec1 = target_member(base, alpha, beta, r0)
+    cost0 = cost(base, r0)
+    measured: dict[int, float] = {r0: cost(spec1, r0)}
+
+    def error(r: int) -> float:
+        if r not in measured:
+            measured[r] = cost(spec1, r)
+        return abs(math.log(measured[r] / cost0 / target))
+
+    r_max = max(r0, int(r0 * max_gamma))
+    guess = r0 * math.sqrt(target * cost0 / measured[r0])
+    best = min(max(r0, round(guess)), r_max)
+    error(best)
+    direction = 1 if measured[best] < target * cost0 else -1   # toward the target; stop when it gets worse
+    while r0 <= best + direction <= r_max and error(best + direction) < error(best):
+        best += direction
+    return Candidate(alpha=alpha, beta=beta, gamma=best / r0, resolution0=r0, resolution1=best, cost0=cost0,
+                     cost1=measured[best], target=target, tolerance=tolerance)
+
+
+def grid_points(lo_hi_alpha: tuple[float, float], lo_hi_beta: tuple[float, float], step: float) -> list[tuple[float, float]]:
+    def axis(lo: float, hi: float) -> list[float]:
+        n = int(math.floor((hi - lo) / step + 1e-9))
+        return [round(lo + i * step, 6) for i in range(n + 1)]
+    return [(a, b) for a in axis(*lo_hi_alpha) for b in axis(*lo_hi_beta)]
+
+
+def feasible_grid(base: NetworkSpec, alpha: tuple[float, float], beta: tuple[float, float], step: float,
+                  cost: CostFn, target: float, tolerance: float,
+                  progress: Callable[[str], None] | None = None) -> tuple[list[Candidate], int]:
+    """(feasible candidates, points examined).
+
+    Points whose depth and width alone overshoot the target at gamma = 1 (alpha * beta^2 > c * (1 +
+    tolerance)) are skipped without measuring. Points that round to the same network as an earlier
+    point (ceil(1.1 * r) == ceil(1.2 * r) for B0's repeats, say) are the same candidate: only the first
+    (smallest alpha, then beta) is kept, so no network is trained twice.
+    """
+    points = [(a, b) for a, b in grid_points(alpha, beta, step) if a * b * b <= target * (1 + tolerance)]
+    feasible, seen = [], {}
+    for i, (a, b) in enumerate(points, 1):
+        cand = solve_resolution(base, a, b, cost, target, tolerance)
+        key = _network_key(target_member(base, a, b, cand.resolution1))
+        verdict = "feasible" if cand.feasible else "infeasible"
+        if cand.feasible and key in seen:
+            verdict = f"same network as alpha {seen[key].alpha:g} beta {seen[key].beta:g}"
+        elif cand.feasible:
+            seen[key] = cand
+            feasible.append(cand)
+        if progress:
+            progress(f"grid [{i}/{len(points)}] alpha {a:g} beta {b:g}: resolution {cand.resolution0}->"
+                     f"{cand.resolution1}, measured ratio {cand.ratio:.3f} ({verdict})")
+    return feasible, len(points)
+
+
+def _network_key(spec: NetworkSpec) -> tuple:
+    return (spec.stages, spec.stem_channels, spec.head_channels, spec.resolution)

@@ -1,0 +1,176 @@
+"""Running a search: one study in Optuna storage, any number of worker processes, safe to interrupt.
+
+Protocol, shared by every kind of search (a `SearchJob`):
+- The launching process creates the study (or loads it, refusing a study file that changed what the
+  results depend on), and `job.prepare` enqueues work that must run (grid points) as WAITING trials.
+  Optuna pops a WAITING trial atomically, so each enqueued point runs once however many workers ask.
+- Each worker loops: fail trials whose heartbeat went silent (their copies are re-enqueued), stop when
+  `job.done`, wait while only other workers' trials are running, else run one trial.
+- Ctrl-C or kill -9 loses no finished trial: they are in storage. A trial interrupted by Ctrl-C is
+  recorded as failed without a reason and re-enqueued by `prepare` on the next run; one left RUNNING by
+  a killed worker is failed after the heartbeat grace period and retried.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import sys
+import time
+from typing import Callable, Protocol
+
+import optuna
+from optuna.storages import fail_stale_trials
+from optuna.trial import FrozenTrial, TrialState
+
+from nas.errors import NasError, SearchAborted
+from nas.study import StudyConfig, open_storage
+
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+FAIL_REASON = "fail_reason"      # user attr set on trials that failed for a reason of their own
+FAIL_TRACEBACK = "fail_traceback"  # user attr of a trial that raised an exception (a bug or bad setting)
+MAX_FAILURES_IN_A_ROW = 3
+SKIPPED = "skipped"              # user attr of a trial that found no queued work (a race at the end)
+
+
+class SearchJob(Protocol):
+    config: StudyConfig
+    needs_queue: bool            # work comes only from enqueued trials (a grid): stop when the queue is done
+
+    def create_sampler(self, worker: int) -> optuna.samplers.BaseSampler: ...
+    def create_pruner(self) -> optuna.pruners.BasePruner: ...
+    def prepare(self, study: optuna.Study, progress: Callable[[str], None]) -> None: ...
+    def done(self, study: optuna.Study) -> bool: ...
+    def objective(self, threads: int | None) -> Callable[[optuna.Trial], float]: ...
+    def describe(self, trial: FrozenTrial) -> str: ...
+
+
+def counts_as_finished(t: FrozenTrial) -> bool:
+    """Finished for good: complete, pruned, or failed for a reason of its own (not interrupted or killed)."""
+    if t.user_attrs.get(SKIPPED):
+        return False
+    return t.state in (TrialState.COMPLETE, TrialState.PRUNED) or (
+        t.state == TrialState.FAIL and FAIL_REASON in t.user_attrs)
+
+
+def create_or_load(job: SearchJob, storage: optuna.storages.BaseStorage, worker: int = 0) -> optuna.Study:
+    cfg = job.config
+    study = optuna.create_study(study_name=cfg.name, storage=storage, direction="maximize",
+                                sampler=job.create_sampler(worker), pruner=job.create_pruner(),
+                                load_if_exists=True)
+    stored = study.user_attrs.get("fingerprint")
+    if stored is None:
+        study.set_user_attr("fingerprint", cfg.fingerprint())
+        study.set_user_attr("config", cfg.to_dict())
+        study.set_user_attr("kind", type(job).__name__)
+    elif stored != cfg.fingerprint():
+        raise NasError(f"study '{cfg.name}' in {cfg.storage_url()} was run with a different definition than "
+                       f"{cfg.source}: give the changed study a new name, or delete {cfg.run_dir} to start over")
+    return study
+
+
+def _threads_per_worker(workers: int) -> int:
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores // workers)
+
+
+def worker_loop(job: SearchJob, storage_url: str, worker: int, threads: int | None,
+                progress: Callable[[str], None]) -> None:
+    optuna.logging.set_verbosity(optuna.logging.ERROR)   # each trial reports through `progress`
+    storage = open_storage(storage_url, job.config.heartbeat)
+    study = create_or_load(job, storage, worker)
+    objective = job.objective(threads)
+
+    failures_in_a_row = 0
+
+    def report(study: optuna.Study, trial: FrozenTrial) -> None:
+        nonlocal failures_in_a_row
+        if trial.user_attrs.get(SKIPPED):
+            return
+        progress(f"[worker {worker}] trial {trial.number} {trial.state.name.lower()}: {job.describe(trial)}")
+        failures_in_a_row = failures_in_a_row + 1 if FAIL_TRACEBACK in trial.user_attrs else 0
+        if failures_in_a_row >= MAX_FAILURES_IN_A_ROW:
+            raise SearchAborted(f"{failures_in_a_row} trials in a row raised an error, the last: "
+                                f"{trial.user_attrs.get(FAIL_REASON)}; its traceback is in the trial's "
+                                f"'{FAIL_TRACEBACK}' attribute (nas scale show --format json)")
+
+    waited_for: set[int] = set()
+    while True:
+        fail_stale_trials(study)
+        if job.done(study):
+            return
+        trials = study.get_trials(deepcopy=False)
+        waiting = [t for t in trials if t.state == TrialState.WAITING]
+        running = [t for t in trials if t.state == TrialState.RUNNING]
+        if not waiting and job.needs_queue:
+            if not running:
+                job.prepare(study, progress)
+                if not any(t.state == TrialState.WAITING for t in study.get_trials(deepcopy=False)):
+                    return
+                continue
+            new = {t.number for t in running} - waited_for
+            if new:
+                progress(f"[worker {worker}] waiting for trial(s) {sorted(new)} running elsewhere (a trial whose "
+                         f"worker died is retried after {job.config.heartbeat.grace} s without heartbeat)")
+                waited_for |= new
+            time.sleep(job.config.heartbeat.interval)
+            continue
+        try:
+            study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=[report], gc_after_trial=False)
+        except optuna.exceptions.StorageInternalError as e:   # a lost race on a contended database: retry
+            progress(f"[worker {worker}] storage busy ({str(e).splitlines()[0]}), retrying")
+            time.sleep(1)
+
+
+def _worker_main(job: SearchJob, storage_url: str, worker: int, threads: int) -> None:
+    try:
+        worker_loop(job, storage_url, worker, threads, _stderr)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except SearchAborted as e:
+        _stderr(f"[worker {worker}] stopped: {e}")
+        sys.exit(3)
+
+
+def _stderr(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def run_search(job: SearchJob, workers: int = 1, storage_url: str | None = None,
+               progress: Callable[[str], None] = _stderr) -> optuna.Study:
+    """Create or resume the study, then run `workers` worker processes (in this process when 1)."""
+    if workers < 1:
+        raise NasError(f"--workers {workers}: give 1 or more worker processes")
+    url = job.config.storage_url(storage_url)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    storage = open_storage(url, job.config.heartbeat)
+    study = create_or_load(job, storage)
+    done_before = sum(counts_as_finished(t) for t in study.get_trials(deepcopy=False))
+    if done_before:
+        progress(f"resuming study '{job.config.name}' ({url}): {done_before} finished trials kept")
+    job.prepare(study, progress)
+    threads = _threads_per_worker(workers)
+    if workers == 1:
+        worker_loop(job, url, 0, job.config.proxy.train.threads or threads, progress)
+    else:
+        ctx = multiprocessing.get_context("spawn")   # fresh interpreters: no forked torch thread pools
+        procs = [ctx.Process(target=_worker_main, args=(job, url, i, threads), name=f"nas-worker-{i}")
+                 for i in range(workers)]
+        for p in procs:
+            p.start()
+        try:
+            for p in procs:
+                p.join()
+        except KeyboardInterrupt:
+            for p in procs:
+                p.join(timeout=30)
+            raise
+        bad = {p.name: p.exitcode for p in procs if p.exitcode != 0}
+        if bad and all(code == 130 for code in bad.values()):
+            raise KeyboardInterrupt
+        if 3 in bad.values():
+            raise SearchAborted("workers stopped after repeated trial errors (see above)")
+        if bad:
+            raise SearchAborted(f"worker(s) {', '.join(f'{n} (exit {c})' for n, c in bad.items())} stopped "
+                                f"unexpectedly (see above); finished trials are kept: run the same command to resume")
+    return optuna.load_study(study_name=job.config.name, storage=storage)

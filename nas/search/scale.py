@@ -1,0 +1,305 @@
+"""Compound-coefficient search: which (alpha, beta, gamma) scales this base best on this data?
+
+Each trial trains the proxy's phi = 1 network for one candidate and scores it by validation accuracy
+(the mean over `search.seeds` seeds). Every trained candidate satisfies the constraint on measured
+cost (see constraint.py):
+- grid: the feasible points of an alpha x beta grid (gamma solved per point) are enqueued up front,
+  the paper's method;
+- tpe, gp, random: alpha and a share of the remaining budget for beta are sampled, so that
+  alpha * beta^2 <= c and gamma >= 1; gamma is solved and the ratio checked. A point that rounding
+  still pushes off the surface is recorded as infeasible without training (constraint-aware samplers
+  learn from it) and does not count towards `search.trials`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import statistics
+import time
+import traceback
+from dataclasses import dataclass
+from typing import Callable
+
+import optuna
+import pandas as pd
+from optuna.trial import FrozenTrial, TrialState
+
+from nas.data import load_dataset
+from nas.errors import NasError
+from nas.flops import flops_at, params_of
+from nas.proxy import TrainConfig, resolve_device, train
+from nas.search.constraint import (Candidate, ProxyFamily, feasible_grid, flops_cost, latency_cost,
+                                   solve_resolution, target_member)
+from nas.search.runner import FAIL_REASON, FAIL_TRACEBACK, SKIPPED, counts_as_finished
+from nas.spec import NetworkSpec, load_spec
+from nas.study import StudyConfig
+
+
+GRID_POINT = "grid_point"   # user attr of an enqueued grid trial: [alpha, beta], set before it runs
+
+
+def _grid_point(t: FrozenTrial) -> tuple[float, float] | None:
+    point = t.user_attrs.get(GRID_POINT)
+    return (point[0], point[1]) if point else None
+
+
+class TrialFailed(Exception):
+    """A trial that ended for a reason of its own (NaN loss, out of memory); recorded, the study goes on."""
+
+
+@dataclass
+class ScaleJob:
+    """A coefficient search defined by a study file."""
+
+    config: StudyConfig
+
+    @property
+    def needs_queue(self) -> bool:
+        return self.config.search.sampler == "grid"
+
+    # ----------------------------------------------------------------------------------- setup
+    def family(self) -> ProxyFamily:
+        base = load_spec(self.config.space)
+        p = self.config.proxy
+        if p.stem_stride is not None:
+            base = base.replace(stem_stride=p.stem_stride)
+        return ProxyFamily(base=base, width=p.width, depth=p.depth, resolution=p.resolution)
+
+    def target_base(self) -> NetworkSpec:
+        """The full-size base at its native resolution, on which the constraint is judged."""
+        return load_spec(self.config.space)
+
+    def data(self):
+        p = self.config.proxy
+        return load_dataset(p.dataset, per_class=p.per_class, fraction=p.fraction, seed=self.config.seed)
+
+    def cost(self):
+        """Cost of a full-size network as the family will be deployed: 3-channel images, 1000 classes."""
+        s = self.config.search
+        if s.cost == "latency":
+            return latency_cost(s.latency, 3, 1000)
+        return flops_cost(3, 1000)
+
+    def create_sampler(self, worker: int) -> optuna.samplers.BaseSampler:
+        s, seed = self.config.search, self.config.seed + 1000 * worker
+        if s.sampler == "tpe":   # both read the constraint each trial sets (Trial.set_constraint)
+            return optuna.samplers.TPESampler(seed=seed, multivariate=True)
+        if s.sampler == "gp":
+            return optuna.samplers.GPSampler(seed=seed)
+        return optuna.samplers.RandomSampler(seed=seed)   # grid trials come from the queue
+
+    def create_pruner(self) -> optuna.pruners.BasePruner:
+        p = self.config.pruner
+        if p.type == "none":
+            return optuna.pruners.NopPruner()
+        # Steps are 1-based epochs and Optuna prunes from step n_warmup_steps on: +1 keeps the first
+        # `warmup_epochs` epochs safe.
+        return optuna.pruners.MedianPruner(n_startup_trials=p.startup_trials, n_warmup_steps=p.warmup_epochs + 1)
+
+    def prepare(self, study: optuna.Study, progress: Callable[[str], None]) -> None:
+        """Grid: enumerate the feasible points once (kept in the study) and enqueue those that have
+        no finished, waiting or running trial: all of them at first, the interrupted ones on resume."""
+        if not self.needs_queue:
+            return
+        grid = study.user_attrs.get("grid")
+        if grid is None:
+            data = self.data()
+            s = self.config.search
+            progress(f"enumerating the grid: alpha {s.alpha}, beta {s.beta}, step {s.step}, "
+                     f"{s.cost} ratio within {s.target:g} +- {s.tolerance:.0%}")
+            feasible, examined = feasible_grid(self.target_base(), s.alpha, s.beta, s.step, self.cost(),
+                                               s.target, s.tolerance, progress)
+            if not feasible:
+                raise NasError(f"{self.config.source}: no grid point meets the constraint ({examined} examined): "
+                               f"widen search.alpha/search.beta, or raise search.tolerance")
+            grid = [{"alpha": c.alpha, "beta": c.beta} for c in feasible]
+            study.set_user_attr("grid", grid)
+            study.set_user_attr("grid_examined", examined)
+            progress(f"grid: {len(grid)} distinct feasible networks of {examined} points examined")
+        covered = {_grid_point(t) for t in study.get_trials(deepcopy=False)
+                   if counts_as_finished(t) or t.state in (TrialState.WAITING, TrialState.RUNNING)}
+        missing = [p for p in grid if (p["alpha"], p["beta"]) not in covered]
+        for point in missing:
+            study.enqueue_trial(point, user_attrs={GRID_POINT: [point["alpha"], point["beta"]]}, skip_if_exists=False)
+        if missing and len(missing) < len(grid):
+            progress(f"re-queued {len(missing)} grid point(s) left unfinished")
+
+    def done(self, study: optuna.Study) -> bool:
+        trials = study.get_trials(deepcopy=False)
+        if self.needs_queue:
+            grid = study.user_attrs.get("grid") or []
+            finished = {_grid_point(t) for t in trials if counts_as_finished(t)}
+            return all((p["alpha"], p["beta"]) in finished for p in grid)
+        s = self.config.search
+        finished = [t for t in trials if counts_as_finished(t)]
+        feasible = [t for t in finished if t.user_attrs.get("feasible")]
+        return len(feasible) >= s.trials or len(finished) >= 5 * s.trials
+
+    # ------------------------------------------------------------------------------- objective
+    def suggest(self, trial: optuna.Trial) -> tuple[float, float]:
+        s = self.config.search
+        if self.needs_queue:
+            if GRID_POINT not in trial.user_attrs:
+                trial.set_user_attr(SKIPPED, "no grid point left: another worker took the last one")
+                raise optuna.TrialPruned()
+            return trial.suggest_float("alpha", *s.alpha), trial.suggest_float("beta", *s.beta)
+        limit = s.target * (1 + s.tolerance)
+        alpha = trial.suggest_float("alpha", s.alpha[0], min(s.alpha[1], limit / s.beta[0] ** 2))
+        beta_hi = min(s.beta[1], math.sqrt(limit / alpha))
+        share = trial.suggest_float("beta_share", 0.0, 1.0)
+        return alpha, s.beta[0] + share * max(0.0, beta_hi - s.beta[0])
+
+    def objective(self, threads: int | None) -> Callable[[optuna.Trial], float]:
+        data = self.data()
+        family = self.family()
+        cost = self.cost()
+        cfg = self.config
+        train_cfg = cfg.proxy.train if cfg.proxy.train.threads or threads is None else \
+            dataclasses.replace(cfg.proxy.train, threads=threads)
+        device = str(resolve_device(train_cfg.device))
+        full_base = self.target_base()
+
+        def objective(trial: optuna.Trial) -> float:
+            try:
+                return self._evaluate(trial, data, family, cost, train_cfg, device, full_base)
+            except (optuna.TrialPruned, TrialFailed):
+                raise
+            except Exception as e:
+                trial.set_user_attr(FAIL_REASON, f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+                trial.set_user_attr(FAIL_TRACEBACK, traceback.format_exc()[-4000:])
+                raise
+
+        return objective
+
+    def _evaluate(self, trial: optuna.Trial, data, family: ProxyFamily, cost, train_cfg: TrainConfig, device: str,
+                  full_base) -> float:
+        s, start = self.config.search, time.perf_counter()
+        alpha, beta = self.suggest(trial)
+        cand = solve_resolution(full_base, alpha, beta, cost, s.target, s.tolerance)
+        record_candidate(trial, cand, s.cost)
+        if not cand.feasible:
+            trial.set_user_attr("wall_time", time.perf_counter() - start)
+            return 0.0    # not trained; the constraint violation tells the sampler why
+        full1 = target_member(full_base, alpha, beta, cand.resolution1)
+        flops0, flops1 = flops_at(full_base, full_base.resolution), flops_at(full1, full1.resolution)
+        trial.set_user_attr("widths", [st.channels for st in full1.stages])
+        trial.set_user_attr("depths", [st.repeats for st in full1.stages])
+        trial.set_user_attr("stem_head", [full1.stem_channels, full1.head_channels])
+        trial.set_user_attr("params", params_of(full1))
+        trial.set_user_attr("flops0", flops0)
+        trial.set_user_attr("flops1", flops1)
+        trial.set_user_attr("flops_ratio", flops1 / flops0)
+        # What the proxy actually trains: the down-scaled phi = 1 network at the proxy resolution.
+        spec1 = family.member(alpha, beta, cand.gamma)
+        shape = (data.in_channels, data.num_classes)
+        trial.set_user_attr("proxy_resolution", spec1.resolution)
+        trial.set_user_attr("proxy_params", params_of(spec1, *shape))
+        trial.set_user_attr("proxy_flops_ratio", flops_at(spec1, spec1.resolution, *shape)
+                            / flops_at(family.phi0, family.phi0.resolution, *shape))
+        trial.set_user_attr("device", device)
+
+        accuracies = []
+        for k in range(s.seeds):
+            run_cfg = dataclasses.replace(train_cfg, seed=self.config.seed + k)
+
+            def prune(epoch: int, acc: float) -> bool:
+                trial.report(acc, epoch)
+                return trial.should_prune()
+
+            result = train(spec1, data, run_cfg, callback=prune if k == 0 else None)
+            if k == 0:
+                trial.set_user_attr("accuracy_per_epoch", result.accuracies)
+                trial.set_user_attr("train_img_s", result.train_images_per_sec)
+            if result.status == "stopped":
+                trial.set_user_attr("wall_time", time.perf_counter() - start)
+                raise optuna.TrialPruned(result.reason)
+            if result.status in ("diverged", "oom"):
+                trial.set_user_attr(FAIL_REASON, f"{result.status}: {result.reason}")
+                trial.set_user_attr("wall_time", time.perf_counter() - start)
+                raise TrialFailed(result.reason)
+            accuracies.append(result.final_acc)
+        trial.set_user_attr("seed_accuracies", accuracies)
+        trial.set_user_attr("acc_mean", statistics.fmean(accuracies))
+        trial.set_user_attr("acc_std", statistics.stdev(accuracies) if len(accuracies) > 1 else 0.0)
+        trial.set_user_attr("wall_time", time.perf_counter() - start)
+        return statistics.fmean(accuracies)
+
+    def describe(self, t: FrozenTrial) -> str:
+        a = t.user_attrs
+        if "alpha" not in a:
+            return a.get(FAIL_REASON, "no candidate")
+        text = (f"alpha {a['alpha']:.3f} beta {a['beta']:.3f} gamma {a['gamma']:.3f} "
+                f"({a['resolution0']}->{a['resolution1']} px), {self.config.search.cost} ratio {a['ratio']:.3f}")
+        if "proxy_resolution" in a:
+            text += f", proxy at {a['proxy_resolution']} px"
+        if not a.get("feasible"):
+            return text + " infeasible (not trained)"
+        if t.state == TrialState.COMPLETE:
+            text += f" -> accuracy {a['acc_mean']:.4f}"
+            if len(a.get("seed_accuracies", [])) > 1:
+                text += f" +- {a['acc_std']:.4f}"
+        elif FAIL_REASON in a:
+            text += f" -> {a[FAIL_REASON]}"
+        elif t.state == TrialState.PRUNED:
+            text += f" -> pruned after epoch {len(a.get('accuracy_per_epoch', []))}"
+        return text + f" ({a.get('wall_time', 0):.1f} s)"
+
+
+def record_candidate(trial: optuna.Trial, cand: Candidate, cost_kind: str) -> None:
+    for key, value in cand.attrs().items():
+        trial.set_user_attr(key, value)
+    trial.set_user_attr("cost", cost_kind)
+    trial.set_user_attr("constraint_violation", cand.violation)
+    trial.set_constraint("cost_ratio", cand.violation)
+
+
+# ------------------------------------------------------------------------------------------ results
+
+def trials_table(study: optuna.Study) -> pd.DataFrame:
+    """Every trial with its candidate, cost ratios, accuracy and fate; winners ranked 1, 2, ..."""
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        a = t.user_attrs
+        if a.get(SKIPPED):
+            continue
+        state = t.state.name.lower()
+        if t.state == TrialState.COMPLETE and not a.get("feasible", True):
+            state = "infeasible"
+        rows.append({
+            "trial": t.number, "state": state, "alpha": a.get("alpha"), "beta": a.get("beta"),
+            "gamma": a.get("gamma"), "res0": a.get("resolution0"), "res1": a.get("resolution1"),
+            "nominal_ratio": a.get("nominal_ratio"), "measured_ratio": a.get("ratio"),
+            "proxy_res": a.get("proxy_resolution"), "proxy_ratio": a.get("proxy_flops_ratio"),
+            "params": a.get("params"),
+            "acc_mean": a.get("acc_mean"), "acc_std": a.get("acc_std"),
+            "seeds": len(a.get("seed_accuracies", [])), "epochs": len(a.get("accuracy_per_epoch", [])),
+            "wall_s": a.get("wall_time"), "reason": a.get(FAIL_REASON, ""),
+        })
+    df = pd.DataFrame(rows)
+    if df.empty:
+        return df
+    ranked = ranked_winners(study)
+    rank = {t.number: i + 1 for i, t in enumerate(ranked)}
+    df.insert(1, "rank", pd.array([rank.get(n) for n in df["trial"]], dtype="Int64"))
+    return df.round({"alpha": 3, "beta": 3, "gamma": 3, "nominal_ratio": 3, "measured_ratio": 3,
+                     "proxy_ratio": 3, "acc_mean": 4, "acc_std": 4, "wall_s": 1})
+
+
+def ranked_winners(study: optuna.Study) -> list[FrozenTrial]:
+    """Feasible complete trials, best first. Ties (common on easy proxies) go to the ratio nearer the
+    target, then to smaller alpha and beta, so the winner does not depend on worker scheduling."""
+    done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            if t.user_attrs.get("feasible") and "acc_mean" in t.user_attrs]
+    target = study.user_attrs.get("config", {}).get("search", {}).get("target", 2.0)
+    return sorted(done, key=lambda t: (-round(t.user_attrs["acc_mean"], 6),
+                                       abs(math.log(t.user_attrs["ratio"] / target)),
+                                       t.user_attrs["alpha"], t.user_attrs["beta"]))
+
+
+def best_coefficients(study: optuna.Study) -> tuple[float, float, float]:
+    ranked = ranked_winners(study)
+    if not ranked:
+        raise NasError(f"study '{study.study_name}' has no finished feasible trial yet: run or resume it first")
+    a = ranked[0].user_attrs
+    return a["alpha"], a["beta"], a["gamma"]

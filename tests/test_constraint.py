@@ -1,0 +1,65 @@
+"""The compound constraint on measured FLOPs: exact fast counting, solved gamma, feasible grid."""
+
+from __future__ import annotations
+
+import pytest
+
+from nas.flops import count_flops, flops_at
+from nas.scaling import paper_member, scale
+from nas.search.constraint import (ProxyFamily, feasible_grid, flops_cost, grid_points, solve_resolution,
+                                   target_member)
+from nas.spec import load_spec
+
+
+@pytest.mark.parametrize("space", ["efficientnet_b0", "efficientnetv2_s", "efficientnet_lite0"])
+def test_rescaled_count_equals_a_direct_fvcore_count(space):
+    spec = load_spec(space)
+    for r in (17, 33, 96, 257):
+        assert flops_at(spec, r) == count_flops(spec, r).flops
+
+
+def test_rescaled_count_on_scaled_and_small_image_networks(b0):
+    for spec in (paper_member(b0, 3), scale(b0, 0.5, 1.3, 32).replace(stem_stride=1)):
+        for r in (15, 32, 45):
+            assert flops_at(spec, r, 1, 10) == count_flops(spec, r, 1, 10).flops
+
+
+def test_solved_resolution_is_the_best_integer(b0):
+    cost = flops_cost(3, 1000)
+    cand = solve_resolution(b0, 1.0, 1.2, cost, 2.0, 0.1)
+    assert cand.resolution0 == 224 and cand.resolution1 > 224 and cand.gamma == cand.resolution1 / 224
+    spec1 = target_member(b0, 1.0, 1.2, cand.resolution1)
+    assert cand.cost1 == count_flops(spec1).flops and cand.cost0 == count_flops(b0).flops   # measured
+    err = lambda r: abs(count_flops(spec1, r).flops / cand.cost0 - 2.0)  # noqa: E731
+    assert err(cand.resolution1) <= min(err(cand.resolution1 - 1), err(cand.resolution1 + 1))
+    assert cand.feasible and abs(cand.ratio - 2.0) <= 0.2
+
+
+def test_rounding_makes_measured_and_nominal_ratios_differ(b0):
+    # alpha 1.1 rounds B0's 16 blocks up to 23: depth alone already costs more than alpha says.
+    cand = solve_resolution(b0, 1.1, 1.0, flops_cost(3, 1000), 2.0, 0.1)
+    assert cand.gamma_nominal > cand.gamma
+    assert cand.nominal_ratio < cand.ratio
+
+
+def test_overshooting_depth_and_width_are_infeasible(b0):
+    cand = solve_resolution(b0, 1.1, 1.3, flops_cost(3, 1000), 2.0, 0.1)
+    assert cand.resolution1 == 224 and not cand.feasible and cand.violation > 0
+
+
+def test_grid_has_only_feasible_distinct_networks(b0):
+    msgs = []
+    feasible, examined = feasible_grid(b0, (1.0, 1.6), (1.0, 1.3), 0.1, flops_cost(3, 1000), 2.0, 0.1, msgs.append)
+    assert examined == len(msgs) < len(grid_points((1.0, 1.6), (1.0, 1.3), 0.1))   # overshooting points skipped
+    assert feasible and all(abs(c.ratio / 2.0 - 1) <= 0.1 for c in feasible)
+    networks = {(target_member(b0, c.alpha, c.beta, c.resolution1).stages, c.resolution1) for c in feasible}
+    assert len(networks) == len(feasible)                                     # no network twice
+    assert any("same network as" in m for m in msgs)
+
+
+def test_proxy_family_folds_its_down_scaling_into_one_rounding(b0):
+    fam = ProxyFamily(b0, width=0.5, depth=0.5, resolution=32)
+    m = fam.member(1.2, 1.1, 1.15)
+    assert m.resolution == round(32 * 1.15)
+    assert m.width_mult == pytest.approx(0.55) and m.depth_mult == pytest.approx(0.6)
+    assert fam.phi0.resolution == 32

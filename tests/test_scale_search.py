@@ -1,0 +1,169 @@
+"""Coefficient search end to end: real proxy training, real SQLite storage files, real processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from nas.errors import SearchAborted
+from nas.search.runner import run_search
+from nas.search.scale import ScaleJob, best_coefficients, ranked_winners
+from nas.study import load_study, open_storage
+
+
+def _load(cfg):
+    return optuna.load_study(study_name=cfg.name, storage=open_storage(cfg.storage_url()))
+
+
+def _completed_points(study) -> Counter:
+    return Counter(tuple(t.user_attrs["grid_point"]) for t in study.get_trials(states=(TrialState.COMPLETE,)))
+
+
+def _assert_every_grid_point_once(study):
+    grid = [(p["alpha"], p["beta"]) for p in study.user_attrs["grid"]]
+    assert grid and _completed_points(study) == Counter(grid)
+
+
+def test_objective_is_a_plain_function_of_a_trial(tiny_study):
+    job = ScaleJob(load_study(tiny_study(sampler="tpe")))
+    trial = optuna.trial.FixedTrial({"alpha": 1.1, "beta_share": 0.5})
+    value = job.objective(threads=2)(trial)
+    a = trial.user_attrs
+    assert a["feasible"] and abs(a["ratio"] / 2.0 - 1) <= 0.15 and value == a["acc_mean"] > 0.2
+    assert a["resolution1"] == round(224 * a["gamma"]) and a["proxy_resolution"] == round(16 * a["gamma"])
+    assert len(a["widths"]) == len(a["depths"]) == 7 and a["params"] > 5_288_548
+    assert len(a["accuracy_per_epoch"]) == 2 and a["device"] == "cpu"
+
+
+def test_grid_study_trains_every_feasible_point_once_and_materializes(tiny_study, run_cli):
+    path = tiny_study(epochs=3)
+    code, out, err = run_cli("scale", "run", path, "--phi", "0-2", "--format", "json")
+    assert code == 0, err
+    report = json.loads(out)
+    study = _load(load_study(path))
+    _assert_every_grid_point_once(study)
+    for t in study.get_trials(states=(TrialState.COMPLETE,)):
+        assert t.user_attrs["feasible"] and abs(t.user_attrs["ratio"] / 2 - 1) <= 0.15
+        assert t.user_attrs["nominal_ratio"] == pytest.approx(
+            t.user_attrs["alpha"] * t.user_attrs["beta"] ** 2 * t.user_attrs["gamma"] ** 2)
+    best = ranked_winners(study)[0]
+    assert report["best"]["alpha"] == best.user_attrs["alpha"]
+    assert [r["phi"] for r in report["family"]] == [0, 1, 2]
+    assert abs(report["family"][1]["flops_ratio"] / 2 - 1) <= 0.15     # the winner's constraint holds at full size
+    # scale show reads the same storage
+    code, out, _ = run_cli("scale", "show", "tiny", "--format", "json")
+    rows = json.loads(out)
+    assert sorted(r["trial"] for r in rows) == sorted(t.number for t in study.trials)
+    assert [r["rank"] for r in rows if r["rank"] is not None][:1] == [1]
+    # materialize --study builds the family from the best trial
+    code, out, err = run_cli("materialize", "--study", "tiny", "--phi", "0,1", "--format", "json")
+    assert code == 0 and "best coefficients" in err
+    assert json.loads(out)[1]["flops_ratio"] == report["family"][1]["flops_ratio"]
+
+
+def test_rerun_of_a_finished_study_trains_nothing_and_gives_the_same_winner(tiny_study):
+    path = tiny_study()
+    cfg = load_study(path)
+    first = best_coefficients(run_search(ScaleJob(cfg), progress=lambda m: None))
+    n = len(_load(cfg).trials)
+    assert best_coefficients(run_search(ScaleJob(cfg), progress=lambda m: None)) == first
+    assert len(_load(cfg).trials) == n
+
+
+def test_changed_definition_under_the_same_name_is_refused(tiny_study, run_cli):
+    path = tiny_study()
+    assert run_cli("scale", "run", path)[0] == 0
+    tiny_study(epochs=3)
+    code, _, err = run_cli("scale", "run", path)
+    assert code == 2 and "different definition" in err and "new name" in err
+
+
+def test_bayesian_samplers_train_only_points_on_the_surface(tiny_study):
+    cfg = load_study(tiny_study(name="tpe", sampler="tpe", trials=5))
+    study = run_search(ScaleJob(cfg), progress=lambda m: None)
+    trained = [t for t in study.trials if "acc_mean" in t.user_attrs]
+    assert len(trained) >= 5
+    for t in trained:
+        a = t.user_attrs
+        assert a["feasible"] and a["alpha"] * a["beta"] ** 2 <= 2.0 * 1.15 + 1e-9 and a["gamma"] >= 1.0
+
+
+def test_failed_trials_are_recorded_and_the_study_goes_on(tiny_study, run_cli):
+    path = tiny_study(name="diverge", **{"batch_size: 32": "batch_size: 32, lr: 1.0e+12"})
+    code, out, err = run_cli("scale", "run", path)
+    study = _load(load_study(path))
+    failed = study.get_trials(states=(TrialState.FAIL,))
+    assert failed and len(failed) == len(study.user_attrs["grid"])          # every point tried once
+    assert all(t.user_attrs["fail_reason"].startswith("diverged: training loss became") for t in failed)
+    assert code == 1 and "no trial finished" in err
+
+
+def test_repeated_errors_stop_the_search_with_finished_trials_kept(tiny_study, monkeypatch):
+    import nas.search.scale as scale_mod
+
+    def broken_train(*args, **kwargs):
+        raise RuntimeError("simulated bug")
+    monkeypatch.setattr(scale_mod, "train", broken_train)
+    cfg = load_study(tiny_study(name="broken"))
+    with pytest.raises(SearchAborted, match="3 trials in a row raised an error, the last: RuntimeError: simulated bug"):
+        run_search(ScaleJob(cfg), progress=lambda m: None)
+    failed = _load(cfg).get_trials(states=(TrialState.FAIL,))
+    assert len(failed) == 3 and "simulated bug" in failed[0].user_attrs["fail_traceback"]
+
+
+def _nas(*args: str, **kw) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "nas.cli", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True, **kw)
+
+
+def test_four_workers_share_the_local_file_and_finish_each_point_once(tiny_study):
+    path = tiny_study(name="four")
+    proc = _nas("scale", "run", path, "--workers", "4", "--format", "json")
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err
+    study = _load(load_study(path))
+    _assert_every_grid_point_once(study)
+    assert not study.get_trials(states=(TrialState.RUNNING, TrialState.WAITING))
+    workers_with_trials = {line.split("]")[0] for line in err.splitlines() if "] trial " in line}
+    assert len(workers_with_trials) >= 2                             # the work was really shared
+
+
+def test_kill_9_mid_trial_then_the_same_command_completes_without_loss(tiny_study):
+    path = tiny_study(name="killed", epochs=4)
+    cfg = load_study(path)
+    proc = _nas("scale", "run", path)
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        time.sleep(0.5)
+        if not os.path.exists("runs/killed/study.db"):
+            continue
+        try:
+            trials = _load(cfg).trials
+        except KeyError:
+            continue
+        if any(t.state == TrialState.COMPLETE for t in trials) and any(t.state == TrialState.RUNNING for t in trials):
+            break
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    before = {t.number: t.value for t in _load(cfg).trials if t.state == TrialState.COMPLETE}
+    killed = [t.number for t in _load(cfg).trials if t.state == TrialState.RUNNING]
+    assert before and killed
+
+    rerun = _nas("scale", "run", path)
+    out, err = rerun.communicate(timeout=600)
+    assert rerun.returncode == 0, err
+    assert "resuming study 'killed'" in err and "finished trials kept" in err
+    study = _load(cfg)
+    after = {t.number: t.value for t in study.trials if t.state == TrialState.COMPLETE}
+    assert all(after[n] == v for n, v in before.items())          # nothing finished was lost or redone
+    assert all(study.trials[n].state == TrialState.FAIL for n in killed)   # failed by heartbeat ...
+    _assert_every_grid_point_once(study)                             # ... and retried exactly once
