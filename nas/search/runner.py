@@ -171,6 +171,9 @@ def run_search(job: SearchJob, workers: int = 1, storage_url: str | None = None,
         if 3 in bad.values():
             raise SearchAborted("workers stopped after repeated trial errors (see above)")
         if bad:
-            raise SearchAborted(f"worker(s) {', '.join(f'{n} (exit {c})' for n, c in bad.items())} stopped "
-                                f"unexpectedly (see above); finished trials are kept: run the same command to resume")
+            names = ', '.join(f'{n} (exit {c})' for n, c in bad.items())
+            if not job.done(optuna.load_study(study_name=job.config.name, storage=storage)):
+                raise SearchAborted(f"worker(s) {names} stopped unexpectedly (see above); finished trials are "
+                                    f"kept: run the same command to resume")
+            progress(f"worker(s) {names} stopped unexpectedly; the others retried their trials and finished")
     return optuna.load_study(study_name=job.config.name, storage=storage)
