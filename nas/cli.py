@@ -286,6 +286,8 @@ def cmd_scale_run(args: argparse.Namespace) -> int:
     from nas.study import load_study
 
     cfg = load_study(args.study)
+    if cfg.arch is not None:
+        raise NasError(f"{args.study} defines a block-level search (an 'arch' section): run it with nas arch run")
     phis = parse_phis(args.phi)
     try:
         study = run_search(ScaleJob(cfg), workers=args.workers, storage_url=args.storage)
@@ -359,6 +361,100 @@ def _scale_parser(sub: argparse._SubParsersAction) -> None:
     s.set_defaults(func=cmd_scale_show)
 
 
+# ------------------------------------------------------------------------------------------- arch
+
+def _arch_job(path: str):
+    from nas.search.arch import ArchJob
+    from nas.study import load_study
+
+    cfg = load_study(path)
+    if cfg.arch is None:
+        raise NasError(f"{path} defines a coefficient search (no 'arch' section): run it with nas scale run")
+    return ArchJob(cfg)
+
+
+def cmd_arch_run(args: argparse.Namespace) -> int:
+    from nas.search.arch import arch_table
+    from nas.search.runner import run_search
+
+    job = _arch_job(args.study)
+    try:
+        study = run_search(job, workers=args.workers, storage_url=args.storage)
+    except KeyboardInterrupt:
+        print(f"nas arch run: interrupted; finished trials are kept in {job.config.storage_url(args.storage)}: "
+              f"run the same command to resume", file=sys.stderr)
+        return 130
+    return _print_arch(study, arch_table(study), args.format, args.top)
+
+
+def _print_arch(study, table: pd.DataFrame, fmt: str, top: int) -> int:
+    if table.empty or table["best"].isna().all():
+        raise NasError(f"study '{study.study_name}' has no complete trial yet: run or resume it with nas arch run")
+    best = table[table["best"].notna()].sort_values("best")
+    label = "Pareto set" if len(study.directions) > 1 else "best by reward"
+    if fmt == "table":
+        print(f"study {study.study_name}: {_summary(table)}\n\n{label}:")
+        print_table(best.head(top), "table")
+    else:
+        print_table(best, fmt)
+    return 0
+
+
+def cmd_arch_show(args: argparse.Namespace) -> int:
+    from nas.search.arch import arch_table
+
+    study, _ = _load_finished_study(args.study, args.storage)
+    table = arch_table(study)
+    if args.all and not table.empty:
+        print_table(table, args.format)
+        return 0
+    return _print_arch(study, table, args.format, args.top)
+
+
+def cmd_arch_export(args: argparse.Namespace) -> int:
+    from nas.flops import flops_at, params_of
+    from nas.search.arch import trial_spec
+    from nas.space import export_spec
+    from nas.spec import save_spec
+
+    study, _ = _load_finished_study(args.study, args.storage)
+    out = Path(args.out)
+    spec = export_spec(trial_spec(study, args.trial), name=args.name or out.stem,
+                       description=f"trial {args.trial} of block-level study {study.study_name}")
+    save_spec(spec, out)
+    print(f"wrote {out}: {params_of(spec):,} params, {flops_at(spec, spec.resolution) / 1e6:.1f} MFLOPs at "
+          f"{spec.resolution} px; scale it with a study whose space is {out}", file=sys.stderr)
+    return 0
+
+
+def _arch_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("arch", help="block-level architecture search (kernel, expansion, SE, depth)")
+    arch_sub = p.add_subparsers(dest="arch", required=True, parser_class=_Parser)
+    r = arch_sub.add_parser("run", help="run or resume a block-level search from a study file")
+    r.add_argument("study", help="study file with an 'arch' section, e.g. studies/arch_quickstart.yaml")
+    r.add_argument("--workers", type=int, default=1, help="worker processes on this machine (default 1)")
+    r.add_argument("--storage", help="storage URL (default: the study file's, else runs/<name>/study.db)")
+    r.add_argument("--top", type=int, default=5, help="rows of the best/Pareto table (default 5)")
+    _add_format(r)
+    r.set_defaults(func=cmd_arch_run)
+    s = arch_sub.add_parser("show", help="the best trials by reward, or the Pareto set")
+    s.add_argument("study", help="study name (runs/<name>/), study file, or name with --storage")
+    s.add_argument("--storage", help="storage URL")
+    s.add_argument("--top", type=int, default=10, help="rows (default 10)")
+    s.add_argument("--all", action="store_true", help="every trial, not only the best")
+    _add_format(s)
+    s.set_defaults(func=cmd_arch_show)
+    e = arch_sub.add_parser("export", help="write a trial's network as a base-network file",
+                            description="Write the network of one complete trial as a base-network YAML file "
+                                        "that nas scale run (space: FILE) and nas materialize --space FILE accept.")
+    e.add_argument("study", help="study name, study file, or name with --storage")
+    e.add_argument("--trial", type=int, required=True, help="trial number (see nas arch show)")
+    e.add_argument("--out", required=True, help="YAML file to write, e.g. search_spaces/my_base.yaml")
+    e.add_argument("--name", help="network name (default: the file's stem)")
+    e.add_argument("--storage", help="storage URL")
+    e.set_defaults(func=cmd_arch_export)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="nas", description="Search EfficientNet scaling coefficients and architectures, "
                                              "then build model families.")
@@ -367,6 +463,7 @@ def build_parser() -> argparse.ArgumentParser:
     _train_parser(sub)
     _bench_parser(sub)
     _scale_parser(sub)
+    _arch_parser(sub)
     return parser
 
 

@@ -146,7 +146,7 @@ def _dump_yaml(d: dict[str, Any]) -> str:
 # ---------------------------------------------------------------------------------------- loading
 
 _TOP_KEYS = {"name", "description", "resolution", "activation", "drop_connect", "dropout", "stem", "head",
-             "stages", "scaled"}
+             "stages", "scaled", "choices"}   # choices: read by block-level search (nas.space), ignored here
 _STAGE_KEYS = {"block", "expand", "kernel", "stride", "channels", "repeats", "se", "depth_scaled"}
 
 

@@ -33,6 +33,9 @@ from nas.proxy import TrainConfig
 from nas.spec import read_yaml, resolve_space_path
 
 SAMPLERS = ("grid", "tpe", "gp", "random")
+ARCH_SAMPLERS = ("tpe", "nsga2", "random")
+OBJECTIVES = ("reward", "pareto")
+METRICS = ("accuracy", "flops", "latency")
 PRUNERS = ("median", "none")
 COSTS = ("flops", "latency")
 RUNS_DIR = Path("runs")
@@ -70,6 +73,21 @@ class SearchSettings:
 
 
 @dataclass(frozen=True)
+class ArchSettings:
+    """Block-level search: which objective, against which cost."""
+
+    objective: str = "reward"     # reward: ACC * (COST/T)^w (MnasNet); pareto: several objectives at once
+    sampler: str = "tpe"          # tpe | nsga2 | random (tpe is multi-objective TPE under pareto)
+    cost: str = "flops"           # the reward's cost: flops (MFLOPs) or latency (ms) of the full-size network
+    target: float = 400.0         # T, in the cost's unit (EfficientNet-B0's search: 400 MFLOPs)
+    w: float = -0.07              # soft constraint exponent
+    metrics: tuple[str, ...] = ("accuracy", "flops")   # pareto: maximize accuracy, minimize the others
+    trials: int = 20
+    seeds: int = 1
+    latency: LatencySettings = LatencySettings()
+
+
+@dataclass(frozen=True)
 class PrunerSettings:
     type: str = "median"
     startup_trials: int = 3
@@ -93,6 +111,7 @@ class StudyConfig:
     seed: int = 0
     storage: str | None = None
     description: str = ""
+    arch: ArchSettings | None = None     # set: a block-level search; unset: a coefficient search
     source: str = dataclasses.field(default="<study>", compare=False)
 
     @property
@@ -156,7 +175,7 @@ def _range(v: Any) -> bool:
     return isinstance(v, (list, tuple)) and len(v) == 2 and all(_num(x) for x in v) and 1.0 <= v[0] <= v[1]
 
 
-_TOP_KEYS = {"name", "description", "space", "proxy", "search", "pruner", "heartbeat", "seed", "storage"}
+_TOP_KEYS = {"name", "description", "space", "proxy", "search", "arch", "pruner", "heartbeat", "seed", "storage"}
 
 
 def load_study(path: str | Path) -> StudyConfig:
@@ -222,8 +241,37 @@ def load_study(path: str | Path) -> StudyConfig:
     storage = d.get("storage")
     _check(storage is None or (isinstance(storage, str) and "://" in storage), src, "storage", storage,
            "empty (a local file under runs/<name>/) or a URL such as postgresql://user:pass@host/db")
+    arch = _load_arch(d, src) if "arch" in d else None
     return StudyConfig(name=name, description=d.get("description", ""), space=str(d["space"]), proxy=proxy,
-                       search=search, pruner=pruner, heartbeat=heartbeat, seed=seed, storage=storage, source=src)
+                       search=search, pruner=pruner, heartbeat=heartbeat, seed=seed, storage=storage, arch=arch,
+                       source=src)
+
+
+def _load_arch(d: dict[str, Any], src: str) -> ArchSettings:
+    from nas.space import is_block_space
+
+    if "search" in d:
+        raise NasError(f"{src}: fields 'search' and 'arch' exclude each other: 'search' defines a coefficient "
+                       f"search (nas scale run), 'arch' a block-level search (nas arch run)")
+    if not is_block_space(d["space"]):
+        raise NasError(f"{src}: field 'space' is {d['space']!r}, which has no 'choices': a block-level search "
+                       f"needs a space such as quickstart_arch or mnasnet_b0")
+    raw = dict(d.get("arch") or {})
+    latency = _build(LatencySettings, raw.pop("latency", None), src, "arch.latency")
+    if "metrics" in raw:
+        _check(isinstance(raw["metrics"], list) and len(raw["metrics"]) >= 2 and "accuracy" in raw["metrics"]
+               and set(raw["metrics"]) <= set(METRICS), src, "arch.metrics", raw["metrics"],
+               f"a list of 2 or 3 of {', '.join(METRICS)}, including accuracy")
+        raw["metrics"] = tuple(raw["metrics"])
+    arch = _build(ArchSettings, raw, src, "arch", {"latency": latency})
+    _check(arch.objective in OBJECTIVES, src, "arch.objective", arch.objective, f"one of {', '.join(OBJECTIVES)}")
+    _check(arch.sampler in ARCH_SAMPLERS, src, "arch.sampler", arch.sampler, f"one of {', '.join(ARCH_SAMPLERS)}")
+    _check(arch.cost in COSTS, src, "arch.cost", arch.cost, f"one of {', '.join(COSTS)}")
+    _check(_num(arch.target) and arch.target > 0, src, "arch.target", arch.target, "a number > 0 (MFLOPs or ms)")
+    _check(_num(arch.w) and arch.w <= 0, src, "arch.w", arch.w, "a number <= 0 (MnasNet uses -0.07)")
+    _check(_int(arch.trials) and arch.trials >= 1, src, "arch.trials", arch.trials, "an integer >= 1")
+    _check(_int(arch.seeds) and 1 <= arch.seeds <= 10, src, "arch.seeds", arch.seeds, "an integer in 1..10")
+    return arch
 
 
 # ------------------------------------------------------------------------------------------ storage

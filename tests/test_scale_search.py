@@ -108,11 +108,11 @@ def test_failed_trials_are_recorded_and_the_study_goes_on(tiny_study, run_cli):
 
 
 def test_repeated_errors_stop_the_search_with_finished_trials_kept(tiny_study, monkeypatch):
-    import nas.search.scale as scale_mod
+    import nas.search.scoring as scoring
 
     def broken_train(*args, **kwargs):
         raise RuntimeError("simulated bug")
-    monkeypatch.setattr(scale_mod, "train", broken_train)
+    monkeypatch.setattr(scoring, "train", broken_train)
     cfg = load_study(tiny_study(name="broken"))
     with pytest.raises(SearchAborted, match="3 trials in a row raised an error, the last: RuntimeError: simulated bug"):
         run_search(ScaleJob(cfg), progress=lambda m: None)

@@ -36,6 +36,7 @@ SKIPPED = "skipped"              # user attr of a trial that found no queued wor
 class SearchJob(Protocol):
     config: StudyConfig
     needs_queue: bool            # work comes only from enqueued trials (a grid): stop when the queue is done
+    directions: list[str]        # one per objective value
 
     def create_sampler(self, worker: int) -> optuna.samplers.BaseSampler: ...
     def create_pruner(self) -> optuna.pruners.BasePruner: ...
@@ -55,7 +56,7 @@ def counts_as_finished(t: FrozenTrial) -> bool:
 
 def create_or_load(job: SearchJob, storage: optuna.storages.BaseStorage, worker: int = 0) -> optuna.Study:
     cfg = job.config
-    study = optuna.create_study(study_name=cfg.name, storage=storage, direction="maximize",
+    study = optuna.create_study(study_name=cfg.name, storage=storage, directions=job.directions,
                                 sampler=job.create_sampler(worker), pruner=job.create_pruner(),
                                 load_if_exists=True)
     stored = study.user_attrs.get("fingerprint")

@@ -13,11 +13,8 @@ cost (see constraint.py):
 
 from __future__ import annotations
 
-import dataclasses
 import math
-import statistics
 import time
-import traceback
 from dataclasses import dataclass
 from typing import Callable
 
@@ -25,13 +22,13 @@ import optuna
 import pandas as pd
 from optuna.trial import FrozenTrial, TrialState
 
-from nas.data import load_dataset
 from nas.errors import NasError
 from nas.flops import flops_at, params_of
-from nas.proxy import TrainConfig, resolve_device, train
+from nas.proxy import TrainConfig, resolve_device
 from nas.search.constraint import (Candidate, ProxyFamily, feasible_grid, flops_cost, latency_cost,
                                    solve_resolution, target_member)
-from nas.search.runner import FAIL_REASON, FAIL_TRACEBACK, SKIPPED, counts_as_finished
+from nas.search.runner import FAIL_REASON, SKIPPED, counts_as_finished
+from nas.search.scoring import make_pruner, proxy_data, recording_failures, train_and_score, train_config
 from nas.spec import NetworkSpec, load_spec
 from nas.study import StudyConfig
 
@@ -44,15 +41,12 @@ def _grid_point(t: FrozenTrial) -> tuple[float, float] | None:
     return (point[0], point[1]) if point else None
 
 
-class TrialFailed(Exception):
-    """A trial that ended for a reason of its own (NaN loss, out of memory); recorded, the study goes on."""
-
-
 @dataclass
 class ScaleJob:
     """A coefficient search defined by a study file."""
 
     config: StudyConfig
+    directions = ["maximize"]
 
     @property
     def needs_queue(self) -> bool:
@@ -70,10 +64,6 @@ class ScaleJob:
         """The full-size base at its native resolution, on which the constraint is judged."""
         return load_spec(self.config.space)
 
-    def data(self):
-        p = self.config.proxy
-        return load_dataset(p.dataset, per_class=p.per_class, fraction=p.fraction, seed=self.config.seed)
-
     def cost(self):
         """Cost of a full-size network as the family will be deployed: 3-channel images, 1000 classes."""
         s = self.config.search
@@ -90,12 +80,7 @@ class ScaleJob:
         return optuna.samplers.RandomSampler(seed=seed)   # grid trials come from the queue
 
     def create_pruner(self) -> optuna.pruners.BasePruner:
-        p = self.config.pruner
-        if p.type == "none":
-            return optuna.pruners.NopPruner()
-        # Steps are 1-based epochs and Optuna prunes from step n_warmup_steps on: +1 keeps the first
-        # `warmup_epochs` epochs safe.
-        return optuna.pruners.MedianPruner(n_startup_trials=p.startup_trials, n_warmup_steps=p.warmup_epochs + 1)
+        return make_pruner(self.config)
 
     def prepare(self, study: optuna.Study, progress: Callable[[str], None]) -> None:
         """Grid: enumerate the feasible points once (kept in the study) and enqueue those that have
@@ -104,7 +89,6 @@ class ScaleJob:
             return
         grid = study.user_attrs.get("grid")
         if grid is None:
-            data = self.data()
             s = self.config.search
             progress(f"enumerating the grid: alpha {s.alpha}, beta {s.beta}, step {s.step}, "
                      f"{s.cost} ratio within {s.target:g} +- {s.tolerance:.0%}")
@@ -151,26 +135,12 @@ class ScaleJob:
         return alpha, s.beta[0] + share * max(0.0, beta_hi - s.beta[0])
 
     def objective(self, threads: int | None) -> Callable[[optuna.Trial], float]:
-        data = self.data()
-        family = self.family()
-        cost = self.cost()
-        cfg = self.config
-        train_cfg = cfg.proxy.train if cfg.proxy.train.threads or threads is None else \
-            dataclasses.replace(cfg.proxy.train, threads=threads)
+        data, family, cost = proxy_data(self.config), self.family(), self.cost()
+        train_cfg = train_config(self.config, threads)
         device = str(resolve_device(train_cfg.device))
         full_base = self.target_base()
-
-        def objective(trial: optuna.Trial) -> float:
-            try:
-                return self._evaluate(trial, data, family, cost, train_cfg, device, full_base)
-            except (optuna.TrialPruned, TrialFailed):
-                raise
-            except Exception as e:
-                trial.set_user_attr(FAIL_REASON, f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
-                trial.set_user_attr(FAIL_TRACEBACK, traceback.format_exc()[-4000:])
-                raise
-
-        return objective
+        return recording_failures(
+            lambda trial: self._evaluate(trial, data, family, cost, train_cfg, device, full_base))
 
     def _evaluate(self, trial: optuna.Trial, data, family: ProxyFamily, cost, train_cfg: TrainConfig, device: str,
                   full_base) -> float:
@@ -199,31 +169,7 @@ class ScaleJob:
                             / flops_at(family.phi0, family.phi0.resolution, *shape))
         trial.set_user_attr("device", device)
 
-        accuracies = []
-        for k in range(s.seeds):
-            run_cfg = dataclasses.replace(train_cfg, seed=self.config.seed + k)
-
-            def prune(epoch: int, acc: float) -> bool:
-                trial.report(acc, epoch)
-                return trial.should_prune()
-
-            result = train(spec1, data, run_cfg, callback=prune if k == 0 else None)
-            if k == 0:
-                trial.set_user_attr("accuracy_per_epoch", result.accuracies)
-                trial.set_user_attr("train_img_s", result.train_images_per_sec)
-            if result.status == "stopped":
-                trial.set_user_attr("wall_time", time.perf_counter() - start)
-                raise optuna.TrialPruned(result.reason)
-            if result.status in ("diverged", "oom"):
-                trial.set_user_attr(FAIL_REASON, f"{result.status}: {result.reason}")
-                trial.set_user_attr("wall_time", time.perf_counter() - start)
-                raise TrialFailed(result.reason)
-            accuracies.append(result.final_acc)
-        trial.set_user_attr("seed_accuracies", accuracies)
-        trial.set_user_attr("acc_mean", statistics.fmean(accuracies))
-        trial.set_user_attr("acc_std", statistics.stdev(accuracies) if len(accuracies) > 1 else 0.0)
-        trial.set_user_attr("wall_time", time.perf_counter() - start)
-        return statistics.fmean(accuracies)
+        return train_and_score(trial, spec1, data, train_cfg, s.seeds, self.config.seed, start)
 
     def describe(self, t: FrozenTrial) -> str:
         a = t.user_attrs
