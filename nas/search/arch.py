@@ -26,7 +26,7 @@ from nas.latency import measure_spec
 from nas.proxy import resolve_device
 from nas.scaling import scale
 from nas.search.runner import FAIL_REASON, counts_as_finished
-from nas.search.scoring import make_pruner, proxy_data, recording_failures, train_and_score, train_config
+from nas.search.scoring import describe_outcome, make_pruner, proxy_data, recording_failures, train_and_score, train_config
 from nas.space import BlockSpace, load_space
 from nas.spec import NetworkSpec, spec_from_dict
 from nas.study import ArchSettings, StudyConfig
@@ -126,15 +126,7 @@ class ArchJob:
         text = f"{a['mflops']:.0f} MFLOPs, {a['params'] / 1e6:.2f} M params"
         if "latency_ms" in a:
             text += f", {a['latency_ms']:.2f} ms"
-        if t.state == TrialState.COMPLETE:
-            text += f" -> accuracy {a['acc_mean']:.4f}"
-            if "reward" in a:
-                text += f", reward {a['reward']:.4f}"
-        elif FAIL_REASON in a:
-            text += f" -> {a[FAIL_REASON]}"
-        elif t.state == TrialState.PRUNED:
-            text += f" -> pruned after epoch {len(a.get('accuracy_per_epoch', []))}"
-        return text + f" ({a.get('wall_time', 0):.1f} s)"
+        return text + describe_outcome(t)
 
 
 # ------------------------------------------------------------------------------------------ results

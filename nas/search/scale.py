@@ -28,7 +28,7 @@ from nas.proxy import TrainConfig, resolve_device
 from nas.search.constraint import (Candidate, ProxyFamily, feasible_grid, flops_cost, latency_cost,
                                    solve_resolution, target_member)
 from nas.search.runner import FAIL_REASON, SKIPPED, counts_as_finished
-from nas.search.scoring import make_pruner, proxy_data, recording_failures, train_and_score, train_config
+from nas.search.scoring import describe_outcome, make_pruner, proxy_data, recording_failures, train_and_score, train_config
 from nas.spec import NetworkSpec, load_spec
 from nas.study import StudyConfig
 
@@ -181,15 +181,7 @@ class ScaleJob:
             text += f", proxy at {a['proxy_resolution']} px"
         if not a.get("feasible"):
             return text + " infeasible (not trained)"
-        if t.state == TrialState.COMPLETE:
-            text += f" -> accuracy {a['acc_mean']:.4f}"
-            if len(a.get("seed_accuracies", [])) > 1:
-                text += f" +- {a['acc_std']:.4f}"
-        elif FAIL_REASON in a:
-            text += f" -> {a[FAIL_REASON]}"
-        elif t.state == TrialState.PRUNED:
-            text += f" -> pruned after epoch {len(a.get('accuracy_per_epoch', []))}"
-        return text + f" ({a.get('wall_time', 0):.1f} s)"
+        return text + describe_outcome(t)
 
 
 def record_candidate(trial: optuna.Trial, cand: Candidate, cost_kind: str) -> None:

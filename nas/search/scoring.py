@@ -10,6 +10,7 @@ import traceback
 from typing import Callable
 
 import optuna
+from optuna.trial import FrozenTrial, TrialState
 
 from nas.data import Dataset, load_dataset
 from nas.proxy import TrainConfig, train
@@ -88,3 +89,20 @@ def recording_failures(evaluate: Callable[[optuna.Trial], float]) -> Callable[[o
             trial.set_user_attr(FAIL_TRACEBACK, traceback.format_exc()[-4000:])
             raise
     return objective
+
+
+def describe_outcome(t: FrozenTrial) -> str:
+    """How a trial ended, for progress lines: accuracy (+- spread over seeds, reward), reason, or pruning."""
+    a = t.user_attrs
+    text = ""
+    if t.state == TrialState.COMPLETE and "acc_mean" in a:
+        text = f" -> accuracy {a['acc_mean']:.4f}"
+        if len(a.get("seed_accuracies", [])) > 1:
+            text += f" +- {a['acc_std']:.4f}"
+        if "reward" in a:
+            text += f", reward {a['reward']:.4f}"
+    elif FAIL_REASON in a:
+        text = f" -> {a[FAIL_REASON]}"
+    elif t.state == TrialState.PRUNED:
+        text = f" -> pruned after epoch {len(a.get('accuracy_per_epoch', []))}"
+    return text + f" ({a.get('wall_time', 0):.1f} s)"
