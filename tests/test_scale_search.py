@@ -247,3 +247,21 @@ def test_hardware_mode_judges_the_constraint_on_measured_latency(tiny_study, tmp
     # Depth costs more latency per FLOP on a CPU than width or resolution, so some points double their
     # latency at gamma = 1; alpha = beta = 1 must raise the resolution to get there.
     assert any(t.user_attrs["resolution1"] > 64 for t in done)
+
+
+def test_a_grid_point_enqueued_twice_is_trained_once(tiny_study):
+    """Two launchers that create a study at the same moment both enqueue its grid: a popped copy of
+    a point another trial already owns steps aside instead of training it again."""
+    cfg = load_study(tiny_study(name="twice"))
+    job = ScaleJob(cfg)
+    study = run_search(job, progress=lambda m: None)
+    point = study.user_attrs["grid"][0]
+    owner = next(t.number for t in study.get_trials(states=(TrialState.COMPLETE,))
+                 if t.user_attrs["grid_point"] == [point["alpha"], point["beta"]])
+    study.enqueue_trial(point, user_attrs={"grid_point": [point["alpha"], point["beta"]]})
+    copy = study.ask()
+    with pytest.raises(optuna.TrialPruned):
+        job.suggest(copy)
+    assert copy.user_attrs["skipped"] == f"grid point already taken by trial {owner}"
+    study.tell(copy, state=TrialState.PRUNED)
+    _assert_every_grid_point_once(study)

@@ -41,6 +41,21 @@ def _grid_point(t: FrozenTrial) -> tuple[float, float] | None:
     return (point[0], point[1]) if point else None
 
 
+def _taken_by(trial: optuna.Trial) -> int | None:
+    """Another trial that owns this trial's grid point: one finished for good, or one running with a
+    lower number. Two launchers that enumerate a new grid at the same moment both enqueue it; this
+    keeps each point trained once (the higher-numbered duplicate steps aside, and a point whose
+    trials all stepped aside is re-queued by `prepare`)."""
+    point = tuple(trial.user_attrs[GRID_POINT])
+    for t in trial.study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.COMPLETE,
+                                                             TrialState.PRUNED, TrialState.FAIL)):
+        if t.number == trial.number or _grid_point(t) != point:
+            continue
+        if counts_as_finished(t) or (t.state == TrialState.RUNNING and t.number < trial.number):
+            return t.number
+    return None
+
+
 @dataclass
 class ScaleJob:
     """A coefficient search defined by a study file."""
@@ -126,6 +141,10 @@ class ScaleJob:
         if self.needs_queue:
             if GRID_POINT not in trial.user_attrs:
                 trial.set_user_attr(SKIPPED, "no grid point left: another worker took the last one")
+                raise optuna.TrialPruned()
+            taken = _taken_by(trial)
+            if taken is not None:
+                trial.set_user_attr(SKIPPED, f"grid point already taken by trial {taken}")
                 raise optuna.TrialPruned()
             return trial.suggest_float("alpha", *s.alpha), trial.suggest_float("beta", *s.beta)
         limit = s.target * (1 + s.tolerance)
