@@ -236,11 +236,14 @@ def cmd_bench_proxy(args: argparse.Namespace) -> int:
     from nas.spec import load_spec
 
     base = load_spec(args.space)
-    specs = [scale(base, w, d, base.resolution, name=f"{base.name}-w{w:g}-d{d:g}") if (w, d) != (1.0, 1.0)
-             else base for w, d in ((args.width, args.depth),)]
-    resolutions = [int(r) for r in args.resolutions.split(",")]
-    cfg = _train_config(args)
-    df = bench_proxy(specs, resolutions, cfg, images=args.images, progress=None if args.quiet else stderr_progress)
+    spec = base if (args.width, args.depth) == (1.0, 1.0) else \
+        scale(base, args.width, args.depth, base.resolution, name=f"{base.name}-w{args.width:g}-d{args.depth:g}")
+    try:
+        resolutions = [int(r) for r in args.resolutions.split(",")]
+    except ValueError:
+        raise NasError(f"--resolutions {args.resolutions!r}: give comma-separated integers such as 32,64") from None
+    df = bench_proxy([spec], resolutions, _train_config(args), images=args.images,
+                     progress=None if args.quiet else stderr_progress)
     print_table(df, args.format)
     return 0
 
