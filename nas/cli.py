@@ -458,6 +458,173 @@ def _arch_parser(sub: argparse._SubParsersAction) -> None:
     e.set_defaults(func=cmd_arch_export)
 
 
+# ---------------------------------------------------------------------------------------- latency
+
+def _latency_options(p: argparse.ArgumentParser, inherited: bool) -> None:
+    """Options every latency command takes. `nas latency` holds their defaults; the table subcommands repeat
+    them with no default of their own (SUPPRESS), so an option given before the subcommand is not reset."""
+    from nas.latency import RUNTIMES, LatencySettings
+
+    d = LatencySettings()
+
+    def default(value: object) -> object:
+        return argparse.SUPPRESS if inherited else value
+
+    p.add_argument("--space", default=default(None),
+                   help="base network: a name in search_spaces/ or a YAML path (default efficientnet_b0)")
+    p.add_argument("--resolution", type=int, default=default(None),
+                   help="resolution of the base (phi = 0) network (default: the space's)")
+    p.add_argument("--device", default=default(None), help=f"cpu, cuda or cuda:N (default {d.device})")
+    p.add_argument("--batch-size", type=int, default=default(None), help=f"images per run (default {d.batch_size})")
+    p.add_argument("--threads", type=int, default=default(None), help="CPU threads (default: all cores)")
+    p.add_argument("--warmup", type=int, default=default(None), help=f"untimed runs first (default {d.warmup})")
+    p.add_argument("--repeats", type=int, default=default(None), help=f"timed runs, >= 3 (default {d.repeats})")
+    p.add_argument("--runtime", choices=RUNTIMES, default=default(None),
+                   help=f"eager PyTorch or an ONNX Runtime CPU session, if installed (default {d.runtime})")
+    p.add_argument("--quiet", action="store_true", default=default(False), help="no progress on stderr")
+    p.add_argument("--format", choices=FORMATS, default=default("table"),
+                   help="table for people, json or csv for scripts (stdout alone)")
+
+
+def _latency_settings(args: argparse.Namespace, base=None):
+    """The options given, over `base` (the defaults, or a loaded table's settings)."""
+    import dataclasses
+
+    from nas.latency import LatencySettings
+
+    given = {k: getattr(args, k) for k in ("device", "batch_size", "warmup", "repeats", "threads", "runtime")
+             if getattr(args, k) is not None}
+    return dataclasses.replace(base or LatencySettings(), **given)
+
+
+def _latency_networks(args: argparse.Namespace) -> list:
+    """One network (--width/--depth) or a family (--preset paper, or --alpha/--beta/--gamma) over --phi."""
+    from nas.family import compound_family, paper_family
+    from nas.scaling import PAPER_TABLE, scale
+    from nas.spec import load_spec
+
+    base = load_spec(args.space or "efficientnet_b0")
+    if args.resolution:
+        base = base.replace(resolution=args.resolution)
+    coeffs = (args.alpha, args.beta, args.gamma)
+    compound_given = any(c is not None for c in coeffs)
+    if args.preset and compound_given:
+        raise NasError("--preset and --alpha/--beta/--gamma exclude each other: give one of them")
+    if not (args.preset or compound_given):
+        if args.phi is not None:
+            raise NasError("--phi picks family members: add --preset paper or --alpha --beta --gamma")
+        w, d = args.width, args.depth
+        return [base if (w, d) == (1.0, 1.0) else scale(base, w, d, base.resolution, name=f"{base.name}-w{w:g}-d{d:g}")]
+    if (args.width, args.depth) != (1.0, 1.0):
+        raise NasError("give --width/--depth for one network or a family (--preset, --alpha/--beta/--gamma), not both")
+    phis = parse_phis(args.phi or "0-3")
+    if compound_given:
+        if any(c is None for c in coeffs):
+            raise NasError("a compound family needs all of --alpha --beta --gamma")
+        return [s for _, s in compound_family(base, *coeffs, phis)]
+    members = [s for _, s in paper_family(base, phis)]
+    if args.resolution:  # the table's resolutions keep their ratio to B0's on a base of --resolution px
+        b0_resolution = PAPER_TABLE["B0"][2]
+        members = [s.replace(resolution=round(s.resolution * args.resolution / b0_resolution)) for s in members]
+    return members
+
+
+def cmd_latency(args: argparse.Namespace) -> int:
+    from nas.latency import measure_networks
+
+    settings = _latency_settings(args)
+    specs = _latency_networks(args)
+    print_table(measure_networks(specs, settings, progress=None if args.quiet else stderr_progress), args.format)
+    return 0
+
+
+def _print_accuracy(accuracy, fmt: str) -> None:
+    """Per-network rows and the summary (mean abs error, Spearman rho); csv keeps stdout to the rows."""
+    if fmt == "json":
+        import json
+        print(json.dumps({"summary": accuracy.to_dict(),
+                          "networks": json.loads(accuracy.rows.to_json(orient="records"))}, indent=2))
+        return
+    print_table(accuracy.rows, fmt)
+    print(accuracy.summary(), file=sys.stdout if fmt == "table" else sys.stderr)
+
+
+def cmd_latency_table_build(args: argparse.Namespace) -> int:
+    from nas.latency import build_table, check_sample_size, evaluate_table, sample_networks
+    from nas.spec import load_spec
+
+    check_sample_size(args.samples)
+    settings = _latency_settings(args)
+    space = args.space or "efficientnet_b0"
+    base = load_spec(space)
+    resolution = args.resolution or base.resolution
+    progress = None if args.quiet else stderr_progress
+    table = build_table(sample_networks(base, args.samples, args.seed, resolution), settings, progress=progress,
+                        built_from={"space": space, "resolution": resolution, "samples": args.samples,
+                                    "seed": args.seed})
+    table.save(args.out)
+    print(f"wrote {len(table.entries)} pieces to {args.out}; evaluating on a held-out sample (seed {args.seed + 1})",
+          file=sys.stderr)
+    held_out = sample_networks(base, args.samples, args.seed + 1, resolution)
+    _print_accuracy(evaluate_table(table, held_out, progress=progress), args.format)
+    return 0
+
+
+def cmd_latency_table_eval(args: argparse.Namespace) -> int:
+    from nas.latency import LatencyTable, check_sample_size, evaluate_table, sample_networks
+    from nas.spec import load_spec
+
+    check_sample_size(args.samples)
+    table = LatencyTable.load(args.table)
+    settings = _latency_settings(args, table.settings)
+    built = table.built_from
+    base = load_spec(args.space or built.get("space", "efficientnet_b0"))
+    resolution = args.resolution or built.get("resolution") or base.resolution
+    seed = args.seed if args.seed is not None else built.get("seed", 0) + 1
+    specs = sample_networks(base, args.samples, seed, resolution)
+    _print_accuracy(evaluate_table(table, specs, settings, progress=None if args.quiet else stderr_progress),
+                    args.format)
+    return 0
+
+
+def _latency_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("latency", help="measured latency of a network or family; per-block lookup tables",
+                       description="Time one network or a family on a device (median and 10-90 % spread after "
+                                   "warm-up), or build and evaluate a per-block latency lookup table "
+                                   "(nas latency table build|eval). Protocol and figures: docs/latency.md.")
+    _latency_options(p, inherited=False)
+    p.add_argument("--width", type=float, default=1.0, help="width multiplier of one network (default 1)")
+    p.add_argument("--depth", type=float, default=1.0, help="depth multiplier of one network (default 1)")
+    p.add_argument("--preset", choices=("paper",), help="the paper's B0..B7 (with --phi)")
+    p.add_argument("--alpha", type=float, help="compound family: depth coefficient")
+    p.add_argument("--beta", type=float, help="compound family: width coefficient")
+    p.add_argument("--gamma", type=float, help="compound family: resolution coefficient")
+    p.add_argument("--phi", help="family members: a range 0-3, a list 0,0.5,1 or one value (default 0-3)")
+    p.set_defaults(func=cmd_latency)
+    table = p.add_subparsers(dest="latency_table", parser_class=_Parser).add_parser(
+        "table", help="per-block latency lookup tables: build, eval")
+    actions = table.add_subparsers(dest="table_action", required=True, parser_class=_Parser)
+    b = actions.add_parser("build", help="time every block of a seeded sample of networks once; write the table",
+                           description="Time each distinct stem, block and head of --samples seeded networks "
+                                       "once, write the table, then report prediction against measurement on a "
+                                       "held-out sample (seed + 1).")
+    _latency_options(b, inherited=True)
+    b.add_argument("--samples", type=int, default=8, help="networks to build from, and to evaluate on (default 8)")
+    b.add_argument("--seed", type=int, default=0, help="seed of the build sample (default 0)")
+    b.add_argument("--out", required=True, help="the table's JSON file")
+    b.set_defaults(func=cmd_latency_table_build)
+    e = actions.add_parser("eval", help="prediction error and rank correlation of a table on sample networks",
+                           description="Measure --samples seeded networks whole and compare with the table's "
+                                       "prediction; pieces the table lacks are timed first (new_pieces). Space, "
+                                       "resolution and measurement settings default to the table's; a setting "
+                                       "that differs from the table's is an error.")
+    _latency_options(e, inherited=True)
+    e.add_argument("--table", required=True, help="a table written by nas latency table build")
+    e.add_argument("--samples", type=int, default=8, help="networks to evaluate on (default 8)")
+    e.add_argument("--seed", type=int, help="seed of the sample (default: the table's build seed + 1)")
+    e.set_defaults(func=cmd_latency_table_eval)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="nas", description="Search EfficientNet scaling coefficients and architectures, "
                                              "then build model families.")
@@ -465,6 +632,7 @@ def build_parser() -> argparse.ArgumentParser:
     _materialize_parser(sub)
     _train_parser(sub)
     _bench_parser(sub)
+    _latency_parser(sub)
     _scale_parser(sub)
     _arch_parser(sub)
     return parser

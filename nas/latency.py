@@ -1,25 +1,54 @@
-"""Measured inference latency of a real module on a device.
+"""Measured inference latency of a real module on a device, and a per-block lookup table that predicts it.
 
 Protocol: eval mode, no grad, a fixed batch of random input, `warmup` untimed runs, then `repeats`
 timed runs; report the median and the spread (10th and 90th percentiles). On CPU a fixed thread
 count keeps figures comparable across runs; on CUDA, events time the GPU work itself, with one
-synchronisation per run.
+synchronisation per run. With `runtime="onnxruntime"` the module is exported to ONNX (opset 17) and
+the same protocol times an ONNX Runtime CPU session instead of eager PyTorch.
+
+The lookup table (`LatencyTable`) times each distinct piece of a network (stem, every block, head)
+once, alone, on an input of the shape it sees inside the network, and predicts a network's latency as
+the sum of its pieces: a network is then costed without being built or run. It ignores what happens
+between blocks (cache reuse, operator fusion, per-call overhead), which `evaluate_table` measures
+against whole-network timings. docs/latency.md has the protocol and figures.
 """
 
 from __future__ import annotations
 
+import ctypes
+import dataclasses
 import functools
+import importlib
+import json
+import math
+import platform
+import random
 import statistics
+import tempfile
 import time
-from dataclasses import dataclass
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Callable, Sequence
 
+import pandas as pd
 import torch
 from torch import nn
 
+from nas.blocks import BLOCKS, conv_bn_act
 from nas.builder import build_model
 from nas.errors import NasError
+from nas.flops import flops_at, params_of
 from nas.proxy import default_threads, resolve_device
-from nas.spec import NetworkSpec
+from nas.scaling import scale
+from nas.spec import BlockSpec, NetworkSpec
+
+RUNTIMES = ("torch", "onnxruntime")
+ONNX_OPSET = 17
+TABLE_FORMAT = "effnas-latency-table/1"
+
+Progress = Callable[[str], None]
 
 
 @dataclass(frozen=True)
@@ -30,11 +59,19 @@ class LatencySettings:
     repeats: int = 20
     threads: int | None = None        # CPU only; default all cores
     channels_last: bool = True
+    runtime: str = "torch"            # torch | onnxruntime (CPU, when installed)
 
     def __post_init__(self) -> None:
         for name, low in (("batch_size", 1), ("warmup", 0), ("repeats", 3)):
             if getattr(self, name) < low:
                 raise NasError(f"latency setting {name} is {getattr(self, name)}: must be >= {low}")
+        if self.threads is not None and self.threads < 1:
+            raise NasError(f"latency setting threads is {self.threads}: must be >= 1 (or unset for all cores)")
+        if self.runtime not in RUNTIMES:
+            raise NasError(f"latency runtime {self.runtime!r} is not known: use one of {', '.join(RUNTIMES)}")
+        if self.runtime == "onnxruntime" and self.device != "cpu":
+            raise NasError(f"runtime onnxruntime is timed on the CPU here, not on {self.device}: "
+                           f"use --device cpu, or --runtime torch on a GPU")
 
 
 @dataclass(frozen=True)
@@ -55,32 +92,88 @@ def _quantile(sorted_values: list[float], q: float) -> float:
     return sorted_values[min(len(sorted_values) - 1, max(0, round(q * (len(sorted_values) - 1))))]
 
 
+@functools.cache
+def _steady_allocator() -> None:
+    """Make CPU timings independent of what the process ran before. glibc's malloc raises its mmap
+    threshold as large blocks are freed and trims the heap top, so activation buffers cost page faults on
+    every run or on none depending on history: one B0 variant measured 9.4 ms first in a process and 7.4 ms
+    after five other networks. Fixed thresholds (32 MiB, glibc's largest; trim at 1 GiB) keep freed
+    activations in the heap, as a long-running server would. A no-op where libc has no mallopt."""
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (AttributeError, OSError, TypeError):
+        return
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    mallopt(m_mmap_threshold, 32 << 20)
+    mallopt(m_trim_threshold, 1 << 30)
+
+
+def _times_ms(run: Callable[[], object], settings: LatencySettings, device: torch.device) -> list[float]:
+    """`repeats` timed runs after `warmup` untimed ones. On CPU the host's wall time is right, as the work is
+    done when the call returns; on CUDA events time the GPU work itself, without host-side launch gaps."""
+    for _ in range(settings.warmup):
+        run()
+    times = []
+    if device.type != "cuda":
+        for _ in range(settings.repeats):
+            t0 = time.perf_counter()
+            run()
+            times.append((time.perf_counter() - t0) * 1e3)
+        return times
+    torch.cuda.synchronize(device)
+    for _ in range(settings.repeats):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        run()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end))
+    return times
+
+
+def _import_optional(name: str, fix: str) -> ModuleType:
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        raise NasError(fix) from None
+
+
+def _onnxruntime_run(model: nn.Module, x: torch.Tensor, threads: int) -> Callable[[], object]:
+    """One inference of `model` as an ONNX Runtime CPU session. The TorchScript exporter (dynamo=False)
+    is used because it writes opset 17 directly and needs only the onnx package; the newer exporter
+    also needs onnxscript and cannot convert these graphs down to 17."""
+    ort = _import_optional("onnxruntime", "runtime onnxruntime is not installed: pip install onnxruntime, "
+                                          "or use --runtime torch")
+    _import_optional("onnx", "runtime onnxruntime exports through torch.onnx, which needs the onnx package: "
+                             "pip install onnx, or use --runtime torch")
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the exporter's deprecation and tracer notices
+        path = str(Path(tmp) / "model.onnx")
+        torch.onnx.export(model, (x,), path, opset_version=ONNX_OPSET, dynamo=False)
+        session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    feed = {session.get_inputs()[0].name: x.numpy()}
+    return lambda: session.run(None, feed)
+
+
 @torch.no_grad()
 def measure_module(model: nn.Module, input_shape: tuple[int, int, int], settings: LatencySettings) -> Latency:
     """Latency of `model` on a batch of `input_shape` (C, H, W) images."""
     device = resolve_device(settings.device)
+    threads = settings.threads or default_threads()
     if device.type == "cpu":
-        torch.set_num_threads(settings.threads or default_threads())
-    fmt = torch.channels_last if settings.channels_last else torch.contiguous_format
-    model = model.eval().to(device, memory_format=fmt)
-    x = torch.randn(settings.batch_size, *input_shape, device=device).contiguous(memory_format=fmt)
-    for _ in range(settings.warmup):
-        model(x)
-    times = []
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        for _ in range(settings.repeats):
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            model(x)
-            end.record()
-            end.synchronize()
-            times.append(start.elapsed_time(end))
+        torch.set_num_threads(threads)
+        _steady_allocator()
+    if settings.runtime == "onnxruntime":
+        x = torch.randn(settings.batch_size, *input_shape)
+        times = _times_ms(_onnxruntime_run(model.eval().cpu(), x, threads), settings, device)
     else:
-        for _ in range(settings.repeats):
-            t0 = time.perf_counter()
-            model(x)
-            times.append((time.perf_counter() - t0) * 1e3)
+        fmt = torch.channels_last if settings.channels_last else torch.contiguous_format
+        model = model.eval().to(device, memory_format=fmt)
+        x = torch.randn(settings.batch_size, *input_shape, device=device).contiguous(memory_format=fmt)
+        times = _times_ms(functools.partial(model, x), settings, device)
     times.sort()
     return Latency(median_ms=statistics.median(times), p10_ms=_quantile(times, 0.1), p90_ms=_quantile(times, 0.9),
                    batch_size=settings.batch_size, device=str(device))
@@ -94,3 +187,268 @@ def measure_spec(spec: NetworkSpec, settings: LatencySettings, resolution: int |
     model = build_model(spec, num_classes=num_classes, in_channels=in_channels)
     res = resolution or spec.resolution
     return measure_module(model, (in_channels, res, res), settings)
+
+
+def _hardware_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def measurement_conditions(settings: LatencySettings) -> dict[str, Any]:
+    """Everything besides the network that a latency depends on: two figures compare only when these agree.
+    Resolving the device here is also what rejects cuda on a machine without a GPU, before any work."""
+    device = resolve_device(settings.device)
+    return {"device": str(device), "hardware": _hardware_name(device), "runtime": settings.runtime,
+            "batch_size": settings.batch_size, "channels_last": settings.channels_last,
+            "threads": (settings.threads or default_threads()) if device.type == "cpu" else None}
+
+
+def measure_networks(specs: Sequence[NetworkSpec], settings: LatencySettings, resolution: int | None = None,
+                     in_channels: int = 3, num_classes: int = 1000, progress: Progress | None = None) -> pd.DataFrame:
+    """One row per network: its size next to its measured median and spread, and the conditions measured."""
+    cond = measurement_conditions(settings)
+    rows = []
+    for i, spec in enumerate(specs, 1):
+        res = resolution or spec.resolution
+        if progress:
+            progress(f"[{i}/{len(specs)}] measuring {spec.name} at {res} px")
+        lat = measure_spec(spec, settings, res, in_channels, num_classes)
+        rows.append({
+            "name": spec.name, "resolution": res, "params": params_of(spec, in_channels, num_classes),
+            "gflops": round(flops_at(spec, res, in_channels, num_classes) / 1e9, 4),
+            "median_ms": round(lat.median_ms, 3), "p10_ms": round(lat.p10_ms, 3), "p90_ms": round(lat.p90_ms, 3),
+            "spread": round(lat.spread, 3), "device": cond["device"], "threads": cond["threads"],
+            "batch": settings.batch_size, "runtime": settings.runtime,
+        })
+    return pd.DataFrame(rows)
+
+
+# ----------------------------------------------------------------------------------- lookup table
+
+@dataclass(frozen=True)
+class Piece:
+    """One separately timed part of a network, keyed by exactly what its latency depends on.
+
+    `kind` is "stem", "head" (1x1 conv, pooling and classifier) or a block type; `resolution` is the
+    side of the input the piece sees inside the network. Stochastic depth and dropout are absent: they
+    do nothing at inference.
+    """
+
+    kind: str
+    in_channels: int
+    out_channels: int
+    resolution: int
+    activation: str
+    kernel: int = 1
+    stride: int = 1
+    expand: int = 1
+    se: float = 0.0
+    num_classes: int = 0
+
+    def module(self) -> nn.Module:
+        act = self.activation
+        if self.kind == "stem":
+            return conv_bn_act(self.in_channels, self.out_channels, self.kernel, self.stride, act=act)
+        if self.kind == "head":
+            return nn.Sequential(conv_bn_act(self.in_channels, self.out_channels, 1, act=act),
+                                 nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(self.out_channels, self.num_classes))
+        return BLOCKS[self.kind](BlockSpec(block=self.kind, in_channels=self.in_channels,
+                                           out_channels=self.out_channels, expand=self.expand, kernel=self.kernel,
+                                           stride=self.stride, se=self.se, drop_connect=0.0, stage=0), act)
+
+    def __str__(self) -> str:
+        shape = f"{self.kind} {self.in_channels}->{self.out_channels} k{self.kernel} s{self.stride}"
+        if self.kind not in ("stem", "head"):
+            shape += f" e{self.expand} se{self.se:g}"
+        return f"{shape} at {self.resolution} px"
+
+
+def pieces(spec: NetworkSpec, resolution: int | None = None, in_channels: int = 3,
+           num_classes: int = 1000) -> tuple[Piece, ...]:
+    """The network as the builder lays it out, with each piece's input side following the stride chain:
+    a stride-s convolution padded by k // 2 maps side n to ceil(n / s)."""
+    side, act = resolution or spec.resolution, spec.activation
+    out = [Piece("stem", in_channels, spec.stem_channels, side, act, kernel=3, stride=spec.stem_stride)]
+    side, blocks = math.ceil(side / spec.stem_stride), spec.blocks()
+    for b in blocks:
+        out.append(Piece(b.block, b.in_channels, b.out_channels, side, act, b.kernel, b.stride, b.expand, b.se))
+        side = math.ceil(side / b.stride)
+    out.append(Piece("head", blocks[-1].out_channels, spec.head_channels, side, act, num_classes=num_classes))
+    return tuple(out)
+
+
+@dataclass
+class LatencyTable:
+    """Per-piece latencies on one device under one set of conditions; `built_from` records the sample."""
+
+    settings: LatencySettings
+    conditions: dict[str, Any]
+    torch_version: str
+    entries: dict[Piece, Latency] = dataclasses.field(default_factory=dict)
+    built_from: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def check(self, settings: LatencySettings) -> None:
+        """Refuse to compare against figures taken on other hardware or under other conditions."""
+        ours = measurement_conditions(settings)
+        for key, value in self.conditions.items():
+            if ours.get(key) != value:
+                raise NasError(f"the latency table was measured with {key} {value}, but this measurement has "
+                               f"{key} {ours.get(key)}: build a table here with nas latency table build")
+
+    def missing(self, spec: NetworkSpec, resolution: int | None = None, in_channels: int = 3,
+                num_classes: int = 1000) -> list[Piece]:
+        return [p for p in dict.fromkeys(pieces(spec, resolution, in_channels, num_classes)) if p not in self.entries]
+
+    def extend(self, spec: NetworkSpec, resolution: int | None = None, in_channels: int = 3, num_classes: int = 1000,
+               progress: Progress | None = None) -> int:
+        """Time the pieces of `spec` the table lacks, each once; return how many were new."""
+        new = self.missing(spec, resolution, in_channels, num_classes)
+        if new:
+            self.check(self.settings)
+            if progress:
+                progress(f"table: {spec.name}: timing {len(new)} new pieces ({len(self.entries)} known)")
+        for piece in new:
+            torch.manual_seed(0)
+            self.entries[piece] = measure_module(piece.module(), (piece.in_channels, piece.resolution,
+                                                                  piece.resolution), self.settings)
+        return len(new)
+
+    def predict(self, spec: NetworkSpec, resolution: int | None = None, in_channels: int = 3,
+                num_classes: int = 1000) -> float:
+        """Predicted median latency in ms: the sum of the pieces' medians. Never runs anything: a piece the
+        table lacks is an error (extend the table, or let evaluate_table measure it)."""
+        missing = self.missing(spec, resolution, in_channels, num_classes)
+        if missing:
+            raise NasError(f"the latency table has no entry for {len(missing)} pieces of {spec.name} (first: "
+                           f"{missing[0]}): extend it with networks like this one (nas latency table build)")
+        return sum(self.entries[p].median_ms for p in pieces(spec, resolution, in_channels, num_classes))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"format": TABLE_FORMAT, "torch": self.torch_version, "conditions": self.conditions,
+                "settings": asdict(self.settings), "built_from": self.built_from,
+                "entries": [{**asdict(p), "median_ms": lat.median_ms, "p10_ms": lat.p10_ms, "p90_ms": lat.p90_ms}
+                            for p, lat in self.entries.items()]}
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.to_dict(), indent=1) + "\n")
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> LatencyTable:
+        path = Path(path)
+        if not path.is_file():
+            raise NasError(f"latency table {path} does not exist: build one with nas latency table build --out {path}")
+        fix = "rebuild it with nas latency table build"
+        try:
+            d = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise NasError(f"{path}: not a readable JSON latency table ({e}): {fix}") from None
+        if not isinstance(d, dict) or d.get("format") != TABLE_FORMAT:
+            raise NasError(f"{path}: not a latency table (no format '{TABLE_FORMAT}'): {fix}")
+        try:
+            settings = LatencySettings(**d["settings"])
+            device = d["conditions"]["device"]
+            names = [f.name for f in dataclasses.fields(Piece)]
+            entries = {Piece(**{k: e[k] for k in names}): Latency(e["median_ms"], e["p10_ms"], e["p90_ms"],
+                                                                 settings.batch_size, device)
+                       for e in d["entries"]}
+            return cls(settings=settings, conditions=dict(d["conditions"]), torch_version=d["torch"],
+                       entries=entries, built_from=dict(d.get("built_from", {})))
+        except (KeyError, TypeError, AttributeError, NasError) as e:
+            raise NasError(f"{path}: latency table is incomplete or damaged ({type(e).__name__}: {e}): {fix}") from None
+
+
+def build_table(specs: Sequence[NetworkSpec], settings: LatencySettings, resolution: int | None = None,
+                in_channels: int = 3, num_classes: int = 1000, progress: Progress | None = None,
+                built_from: dict[str, Any] | None = None) -> LatencyTable:
+    """A table holding every distinct piece of `specs`, each timed once (built once, reused by `load`)."""
+    table = LatencyTable(settings=settings, conditions=measurement_conditions(settings),
+                         torch_version=torch.__version__, built_from=dict(built_from or {}))
+    for spec in specs:
+        table.extend(spec, resolution, in_channels, num_classes, progress)
+    return table
+
+
+# ----------------------------------------------------------------------------- accuracy of the table
+
+SAMPLE_WIDTHS = (0.5, 0.75, 1.0)
+SAMPLE_DEPTHS = (0.5, 1.0)
+SAMPLE_KERNELS = (3, 5)
+SAMPLE_EXPANDS = (4, 6)
+
+
+def sample_networks(base: NetworkSpec, n: int, seed: int = 0, resolution: int | None = None) -> list[NetworkSpec]:
+    """`n` varied members of `base`'s space, the same for the same seed: a width and depth multiplier, and
+    per stage a kernel and (for stages that expand) an expansion ratio."""
+    if n < 1:
+        raise NasError(f"sample size is {n}: must be >= 1")
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        width, depth = rng.choice(SAMPLE_WIDTHS), rng.choice(SAMPLE_DEPTHS)
+        stages = tuple(dataclasses.replace(st, kernel=rng.choice(SAMPLE_KERNELS),
+                                           expand=rng.choice(SAMPLE_EXPANDS) if st.expand > 1 else 1)
+                       for st in base.stages)
+        out.append(scale(base.replace(stages=stages), width, depth, resolution or base.resolution,
+                         name=f"{base.name}-s{seed}n{i}-w{width:g}-d{depth:g}"))
+    return out
+
+
+def check_sample_size(n: int) -> None:
+    """A rank correlation over fewer than 3 networks says nothing."""
+    if n < 3:
+        raise NasError(f"evaluating a latency table needs at least 3 networks, got {n}: use --samples 3 or more")
+
+
+@dataclass(frozen=True)
+class TableAccuracy:
+    """Prediction against measurement over a sample of networks."""
+
+    rows: pd.DataFrame
+    mean_abs_error_pct: float
+    max_abs_error_pct: float
+    bias_pct: float             # mean signed error: > 0 when the table over-predicts
+    spearman: float             # rank correlation of predicted and measured medians
+
+    def summary(self) -> str:
+        return (f"{len(self.rows)} networks: mean abs error {self.mean_abs_error_pct:.1f} %, max "
+                f"{self.max_abs_error_pct:.1f} %, bias {self.bias_pct:+.1f} %, Spearman rho {self.spearman:.3f}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"networks": len(self.rows), "mean_abs_error_pct": round(self.mean_abs_error_pct, 2),
+                "max_abs_error_pct": round(self.max_abs_error_pct, 2), "bias_pct": round(self.bias_pct, 2),
+                "spearman": round(self.spearman, 4)}
+
+
+def evaluate_table(table: LatencyTable, specs: Sequence[NetworkSpec], settings: LatencySettings | None = None,
+                   resolution: int | None = None, in_channels: int = 3, num_classes: int = 1000,
+                   progress: Progress | None = None) -> TableAccuracy:
+    """Measure each network whole and compare with the table's prediction.
+
+    Pieces the table lacks are timed first and added to `table` (`new_pieces` counts them per network),
+    so every prediction is a pure lookup; `settings` (default: the table's) must match its conditions.
+    Spearman's rho is the Pearson correlation of the ranks: what a search that only orders candidates needs.
+    """
+    settings = settings or table.settings
+    table.check(settings)
+    check_sample_size(len(specs))
+    new = [table.extend(s, resolution, in_channels, num_classes, progress) for s in specs]
+    rows = measure_networks(specs, settings, resolution, in_channels, num_classes, progress)
+    rows["predicted_ms"] = [round(table.predict(s, resolution, in_channels, num_classes), 3) for s in specs]
+    error = 100 * (rows["predicted_ms"] - rows["median_ms"]) / rows["median_ms"]
+    rows["error_pct"] = error.round(1)
+    rows["new_pieces"] = new
+    rows = rows[["name", "resolution", "gflops", "median_ms", "p10_ms", "p90_ms", "predicted_ms", "error_pct",
+                 "new_pieces"]]
+    return TableAccuracy(rows=rows, mean_abs_error_pct=float(error.abs().mean()),
+                         max_abs_error_pct=float(error.abs().max()), bias_pct=float(error.mean()),
+                         spearman=float(rows["median_ms"].rank().corr(rows["predicted_ms"].rank())))

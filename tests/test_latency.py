@@ -1,0 +1,220 @@
+"""Latency: the measurement protocol, the per-block lookup table, `nas latency` end to end, bad input.
+
+Everything runs small (B0 scaled down, 32-64 px, one thread, a few repeats) and asserts only what CPU
+noise cannot flip: a 4x larger network is slower, medians sit inside their spread, a table ranks networks.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+
+import pytest
+import torch
+
+from nas.builder import build_model
+from nas.errors import NasError
+from nas.latency import (LatencySettings, LatencyTable, build_table, evaluate_table, measure_module, measure_spec,
+                         pieces, sample_networks)
+from nas.scaling import scale
+
+FAST = LatencySettings(batch_size=2, warmup=1, repeats=5, threads=1)
+FAST_CLI = ("--threads", "1", "--warmup", "1", "--repeats", "5", "--quiet")
+
+
+@pytest.fixture(scope="module")
+def small(b0):
+    return scale(b0, 0.25, 0.5, 64, name="b0-w0.25-d0.5")
+
+
+@pytest.fixture(scope="module")
+def table(b0):
+    return build_table(sample_networks(b0, 3, seed=0, resolution=48), FAST, built_from={"resolution": 48})
+
+
+def test_bigger_network_has_larger_median_inside_its_spread(b0, small):
+    lo = measure_spec(small, FAST, 64)
+    hi = measure_spec(b0, FAST, 64)
+    # B0 has 13x the FLOPs and twice the blocks of the small one: far beyond any noise on one thread.
+    assert hi.median_ms > 1.5 * lo.median_ms
+    for lat in (lo, hi):
+        assert 0 < lat.p10_ms <= lat.median_ms <= lat.p90_ms
+        assert lat.spread >= 0 and lat.batch_size == 2 and lat.device == "cpu"
+
+
+@pytest.mark.parametrize("resolution", [33, 64])
+def test_pieces_follow_the_stride_chain_of_the_built_network(b0, resolution):
+    spec = scale(b0, 0.25, 0.5, resolution)
+    ps = pieces(spec, num_classes=10)
+    assert len(ps) == spec.num_blocks + 2 and ps[0].kind == "stem" and ps[-1].kind == "head"
+    assert ps[0].resolution == resolution
+    features = build_model(spec, num_classes=10).eval().forward_features(torch.zeros(1, 3, resolution, resolution))
+    assert ps[-1].resolution == features.shape[-1]
+    for p in ps[:-1]:   # each piece, built alone, maps its input to the next piece's input
+        out = p.module().eval()(torch.zeros(1, p.in_channels, p.resolution, p.resolution))
+        side = math.ceil(p.resolution / p.stride)
+        assert tuple(out.shape[1:]) == (p.out_channels, side, side)
+
+
+def test_table_round_trips_through_json(table, tmp_path, b0):
+    path = table.save(tmp_path / "sub" / "table.json")
+    loaded = LatencyTable.load(path)
+    assert loaded.entries == table.entries and loaded.conditions == table.conditions
+    assert loaded.settings == table.settings and loaded.built_from == {"resolution": 48}
+    spec = sample_networks(b0, 3, seed=0, resolution=48)[1]
+    assert loaded.predict(spec) == table.predict(spec) > 0
+
+
+def test_predict_never_measures_a_missing_piece_but_extend_does(table, b0):
+    spec = scale(b0, 0.25, 1.0, 40, name="unseen")
+    with pytest.raises(NasError, match="no entry for .* pieces of unseen"):
+        table.predict(spec)
+    missing, known = table.missing(spec), len(table.entries)
+    assert missing and table.extend(spec) == len(missing) and len(table.entries) == known + len(missing)
+    assert table.missing(spec) == [] and table.predict(spec) > 0
+
+
+def test_table_prediction_tracks_measurement_and_ranks_networks(table, b0):
+    held_out = sample_networks(b0, 6, seed=1, resolution=48)
+    accuracy = evaluate_table(table, held_out)
+    rows = accuracy.rows
+    assert list(rows["name"]) == [s.name for s in held_out]
+    assert (rows["error_pct"].abs() < 60).all()        # measured on this machine: within about 20 %
+    assert accuracy.spearman > 0.5
+    assert accuracy.mean_abs_error_pct == pytest.approx(rows["error_pct"].abs().mean(), abs=0.1)
+    assert "Spearman rho" in accuracy.summary()
+
+
+def test_sample_networks_are_seeded_and_varied(b0):
+    a, b = sample_networks(b0, 6, seed=3), sample_networks(b0, 6, seed=3)
+    assert a == b and a != sample_networks(b0, 6, seed=4)
+    assert len({(s.width_mult, s.depth_mult, tuple(st.kernel for st in s.stages)) for s in a}) > 1
+
+
+# ------------------------------------------------------------------------------------- bad input
+
+@pytest.mark.parametrize("changes, match", [
+    ({"batch_size": 0}, "batch_size is 0: must be >= 1"),
+    ({"repeats": 2}, "repeats is 2: must be >= 3"),
+    ({"warmup": -1}, "warmup is -1"),
+    ({"threads": 0}, "threads is 0"),
+    ({"runtime": "tensorrt"}, "runtime 'tensorrt' is not known"),
+    ({"runtime": "onnxruntime", "device": "cuda"}, "use --device cpu"),
+])
+def test_bad_settings_are_one_nas_error(changes, match):
+    with pytest.raises(NasError, match=match):
+        LatencySettings(**changes)
+
+
+def _one_line_error(code: int, out: str, err: str, match: str) -> None:
+    assert code == 2 and out == ""
+    assert len(err.strip().splitlines()) == 1 and match in err, err
+
+
+@pytest.mark.parametrize("args, match", [
+    (["--space", "nope"], "unknown search space 'nope'"),
+    (["--batch-size", "0"], "batch_size is 0"),
+    (["--repeats", "2"], "repeats is 2: must be >= 3"),
+    (["--preset", "paper", "--alpha", "1.2"], "exclude each other"),
+    (["--preset", "paper", "--width", "0.5"], "not both"),
+    (["--alpha", "1.2", "--beta", "1.1"], "needs all of --alpha --beta --gamma"),
+    (["--phi", "0-2"], "--phi picks family members"),
+    (["--preset", "paper", "--phi", "9"], "B0..B7"),
+    (["--runtime", "tensorrt"], "invalid choice"),
+    (["table", "build", "--samples", "2", "--out", "t.json"], "at least 3 networks"),
+    (["table", "eval", "--table", "missing.json"], "missing.json does not exist"),
+])
+def test_cli_bad_input_is_one_line_and_exit_2(run_cli, tmp_path, monkeypatch, args, match):
+    monkeypatch.chdir(tmp_path)
+    _one_line_error(*run_cli("latency", *FAST_CLI, *args), match)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present")
+def test_cli_cuda_without_gpu(run_cli):
+    _one_line_error(*run_cli("latency", "--device", "cuda", "--width", "0.25", *FAST_CLI), "sees no CUDA GPU")
+
+
+@pytest.mark.parametrize("text, match", [
+    ("{not json", "not a readable JSON latency table"),
+    ('{"entries": []}', "not a latency table"),
+    ('{"format": "effnas-latency-table/1", "settings": {}}', "incomplete or damaged"),
+])
+def test_cli_corrupt_table_is_one_line(run_cli, tmp_path, text, match):
+    path = tmp_path / "t.json"
+    path.write_text(text)
+    _one_line_error(*run_cli("latency", "table", "eval", "--table", path, *FAST_CLI), match)
+
+
+def test_cli_table_from_other_hardware_or_settings_is_refused(run_cli, table, tmp_path):
+    path = table.save(tmp_path / "t.json")
+    _one_line_error(*run_cli("latency", "table", "eval", "--table", path, "--threads", "2", "--quiet"),
+                    "measured with threads 1, but this measurement has threads 2")
+    d = json.loads(path.read_text())
+    d["conditions"]["hardware"] = "Some Other CPU"
+    path.write_text(json.dumps(d))
+    _one_line_error(*run_cli("latency", "table", "eval", "--table", path, "--quiet"),
+                    "measured with hardware Some Other CPU")
+
+
+# ------------------------------------------------------------------------------------------- CLI
+
+def test_cli_measures_one_network_and_a_family(run_cli):
+    code, out, err = run_cli("latency", "--width", "0.25", "--depth", "0.5", "--resolution", "32", *FAST_CLI,
+                             "--batch-size", "2", "--format", "json")
+    assert code == 0 and err == ""
+    (row,) = json.loads(out)
+    assert row["name"] == "efficientnet_b0-w0.25-d0.5" and row["resolution"] == 32
+    assert row["p10_ms"] <= row["median_ms"] <= row["p90_ms"]
+    assert (row["device"], row["threads"], row["batch"], row["runtime"]) == ("cpu", 1, 2, "torch")
+    assert row["params"] > 0 and row["gflops"] > 0 and row["spread"] >= 0
+    # The paper's resolutions keep their ratio to B0's 224 px on a 32 px base: 32, 240/7 -> 34.
+    code, out, _ = run_cli("latency", "--preset", "paper", "--phi", "0-1", "--resolution", "32", *FAST_CLI,
+                           "--format", "csv")
+    lines = out.strip().splitlines()
+    assert code == 0 and lines[0] == ("name,resolution,params,gflops,median_ms,p10_ms,p90_ms,spread,device,"
+                                      "threads,batch,runtime")
+    assert [line.split(",")[:2] for line in lines[1:]] == [["efficientnet_b0-B0", "32"], ["efficientnet_b0-B1", "34"]]
+
+
+def test_cli_table_build_then_eval(run_cli, tmp_path):
+    path = tmp_path / "t.json"
+    # An option before the subcommand (--threads) holds, as one after it does.
+    code, out, err = run_cli("latency", "--threads", "1", "table", "build", "--samples", "3", "--resolution", "32",
+                             "--warmup", "1", "--repeats", "5", "--out", path)
+    assert code == 0 and "wrote" in err and "timing" in err
+    lines = out.strip().splitlines()
+    assert "predicted_ms" in lines[0] and len(lines) == 5 and "Spearman rho" in lines[-1]
+    table = LatencyTable.load(path)
+    assert table.conditions["threads"] == 1 and table.built_from["resolution"] == 32 and table.entries
+    code, out, _ = run_cli("latency", "table", "eval", "--table", path, "--samples", "3", "--quiet", "--format", "json")
+    report = json.loads(out)
+    assert code == 0 and report["summary"]["networks"] == 3 and -1 <= report["summary"]["spearman"] <= 1
+    assert {r["resolution"] for r in report["networks"]} == {32}      # the table's resolution by default
+
+
+# ------------------------------------------------------------------------------------- onnxruntime
+
+def test_onnxruntime_missing_is_one_line_naming_the_fix(monkeypatch, run_cli):
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)        # import onnxruntime now fails
+    settings = LatencySettings(warmup=0, repeats=3, threads=1, runtime="onnxruntime")
+    with pytest.raises(NasError, match="runtime onnxruntime is not installed: pip install onnxruntime, or use "
+                                       "--runtime torch"):
+        measure_module(torch.nn.Conv2d(3, 4, 3), (3, 8, 8), settings)
+    _one_line_error(*run_cli("latency", "--runtime", "onnxruntime", "--width", "0.25", "--resolution", "17",
+                             *FAST_CLI), "pip install onnxruntime")
+
+
+def test_onnx_exporter_missing_is_one_line_naming_the_fix(monkeypatch):
+    pytest.importorskip("onnxruntime")
+    monkeypatch.setitem(sys.modules, "onnx", None)
+    settings = LatencySettings(warmup=0, repeats=3, threads=1, runtime="onnxruntime")
+    with pytest.raises(NasError, match="needs the onnx package: pip install onnx"):
+        measure_module(torch.nn.Conv2d(3, 4, 3), (3, 8, 8), settings)
+
+
+def test_onnxruntime_measures_a_network(small):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    lat = measure_spec(small, LatencySettings(batch_size=2, warmup=1, repeats=5, threads=1, runtime="onnxruntime"), 32)
+    assert 0 < lat.p10_ms <= lat.median_ms <= lat.p90_ms and lat.device == "cpu"
