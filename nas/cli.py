@@ -140,9 +140,18 @@ def _train_config(args: argparse.Namespace, **overrides):
                        **overrides)
 
 
+def _width_depth_member(base, width: float, depth: float):
+    """`base` itself, or base scaled by --width/--depth at its resolution, named <base>-w<W>-d<D>."""
+    from nas.scaling import scale
+
+    if (width, depth) == (1.0, 1.0):
+        return base
+    return scale(base, width, depth, base.resolution, name=f"{base.name}-w{width:g}-d{depth:g}")
+
+
 def _network_from_args(args: argparse.Namespace):
     """The network to train: a base at --resolution, scaled by --width/--depth or by the compound rule."""
-    from nas.scaling import compound, scale
+    from nas.scaling import compound
     from nas.spec import load_spec
 
     base = load_spec(args.space).replace(resolution=args.resolution)
@@ -155,10 +164,7 @@ def _network_from_args(args: argparse.Namespace):
         if args.width != 1.0 or args.depth != 1.0:
             raise NasError("give --width/--depth or --alpha/--beta/--gamma/--phi, not both")
         return compound(base, args.alpha, args.beta, args.gamma, args.phi)
-    if args.width == 1.0 and args.depth == 1.0:
-        return base
-    return scale(base, args.width, args.depth, base.resolution,
-                 name=f"{base.name}-w{args.width:g}-d{args.depth:g}")
+    return _width_depth_member(base, args.width, args.depth)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -232,12 +238,10 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
 
 def cmd_bench_proxy(args: argparse.Namespace) -> int:
     from nas.bench import bench_proxy
-    from nas.scaling import scale
     from nas.spec import load_spec
 
     base = load_spec(args.space)
-    spec = base if (args.width, args.depth) == (1.0, 1.0) else \
-        scale(base, args.width, args.depth, base.resolution, name=f"{base.name}-w{args.width:g}-d{args.depth:g}")
+    spec = _width_depth_member(base, args.width, args.depth)
     try:
         resolutions = [int(r) for r in args.resolutions.split(",")]
     except ValueError:
@@ -500,7 +504,7 @@ def _latency_settings(args: argparse.Namespace, base=None):
 def _latency_networks(args: argparse.Namespace) -> list:
     """One network (--width/--depth) or a family (--preset paper, or --alpha/--beta/--gamma) over --phi."""
     from nas.family import compound_family, paper_family
-    from nas.scaling import PAPER_TABLE, scale
+    from nas.scaling import PAPER_TABLE
     from nas.spec import load_spec
 
     base = load_spec(args.space or "efficientnet_b0")
@@ -513,8 +517,7 @@ def _latency_networks(args: argparse.Namespace) -> list:
     if not (args.preset or compound_given):
         if args.phi is not None:
             raise NasError("--phi picks family members: add --preset paper or --alpha --beta --gamma")
-        w, d = args.width, args.depth
-        return [base if (w, d) == (1.0, 1.0) else scale(base, w, d, base.resolution, name=f"{base.name}-w{w:g}-d{d:g}")]
+        return [_width_depth_member(base, args.width, args.depth)]
     if (args.width, args.depth) != (1.0, 1.0):
         raise NasError("give --width/--depth for one network or a family (--preset, --alpha/--beta/--gamma), not both")
     phis = parse_phis(args.phi or "0-3")

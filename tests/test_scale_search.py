@@ -125,6 +125,19 @@ def _nas(*args: str, **kw) -> subprocess.Popen:
                             stderr=subprocess.PIPE, text=True, start_new_session=True, **kw)
 
 
+def _wait_for(cfg, ready, timeout: float = 300) -> None:
+    """Poll the study's storage until `ready(trials)` holds (the run under test writes it)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        time.sleep(0.5)
+        try:
+            if ready(_load(cfg).trials):
+                return
+        except Exception:   # the storage file or the study may not exist yet
+            continue
+    raise AssertionError(f"study {cfg.name} did not get there in {timeout} s")
+
+
 def test_four_workers_share_the_local_file_and_finish_each_point_once(tiny_study):
     path = tiny_study(name="four")
     proc = _nas("scale", "run", path, "--workers", "4", "--format", "json")
@@ -141,17 +154,8 @@ def test_kill_9_mid_trial_then_the_same_command_completes_without_loss(tiny_stud
     path = tiny_study(name="killed", epochs=4)
     cfg = load_study(path)
     proc = _nas("scale", "run", path)
-    deadline = time.time() + 300
-    while time.time() < deadline:
-        time.sleep(0.5)
-        if not os.path.exists("runs/killed/study.db"):
-            continue
-        try:
-            trials = _load(cfg).trials
-        except KeyError:
-            continue
-        if any(t.state == TrialState.COMPLETE for t in trials) and any(t.state == TrialState.RUNNING for t in trials):
-            break
+    _wait_for(cfg, lambda trials: any(t.state == TrialState.COMPLETE for t in trials)
+              and any(t.state == TrialState.RUNNING for t in trials))
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     before = {t.number: t.value for t in _load(cfg).trials if t.state == TrialState.COMPLETE}
@@ -173,14 +177,7 @@ def test_ctrl_c_then_the_same_command_resumes(tiny_study):
     path = tiny_study(name="interrupted", epochs=4)
     cfg = load_study(path)
     proc = _nas("scale", "run", path)
-    deadline = time.time() + 300
-    while time.time() < deadline:
-        time.sleep(0.5)
-        try:
-            if any(t.state == TrialState.COMPLETE for t in _load(cfg).trials):
-                break
-        except (KeyError, Exception):
-            continue
+    _wait_for(cfg, lambda trials: any(t.state == TrialState.COMPLETE for t in trials))
     os.killpg(proc.pid, signal.SIGINT)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130 and "run the same command to resume" in err
