@@ -628,6 +628,124 @@ def _latency_parser(sub: argparse._SubParsersAction) -> None:
     e.set_defaults(func=cmd_latency_table_eval)
 
 
+# --------------------------------------------------------------------------------------- frontier
+
+def _searched_families(configs, given):
+    """The compound families to compare: coefficients given by hand, then each study's winner."""
+    from nas.search.frontier import compound_family
+    from nas.search.scale import best_coefficients
+
+    families = [compound_family("given", *given)] if given else []
+    for cfg in configs:
+        if cfg.arch is not None:
+            raise NasError(f"{cfg.source} is a block-level search: export its best network (nas arch export), "
+                           f"run a coefficient search on it, and give that study")
+        study, _ = _load_finished_study(cfg.name, cfg.storage_url())
+        try:
+            coefficients = best_coefficients(study)
+        except NasError:
+            if given:
+                continue      # the study only lends its proxy to the coefficients given
+            raise
+        name = "searched" if len(configs) == 1 else cfg.name
+        families.append(compound_family(name, *coefficients, what=f"searched: {cfg.name}"))
+    return families
+
+
+def _proxy_identity(cfg) -> dict:
+    return {"space": cfg.space, "proxy": cfg.to_dict()["proxy"], "seed": cfg.seed}
+
+
+def cmd_frontier(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from nas.report import frontier_title, write_frontier
+    from nas.search.frontier import FrontierJob, frontier_table, paper_family, single_families
+    from nas.search.runner import run_search
+    from nas.search.scale import trials_table
+    from nas.study import find_study_config
+
+    given = (args.alpha, args.beta, args.gamma)
+    if any(v is not None for v in given) and any(v is None for v in given):
+        raise NasError("give all three of --alpha, --beta and --gamma, or none (to use the studies' winners)")
+    configs = [find_study_config(s, args.storage) for s in args.study]
+    cfg = configs[0]
+    for other in configs[1:]:
+        if _proxy_identity(other) != _proxy_identity(cfg):
+            raise NasError(f"studies {cfg.name} and {other.name} train different proxies (base, data or budget): "
+                           f"a frontier compares families on one proxy; run one frontier per study")
+    wanted = [f.strip() for f in args.families.split(",") if f.strip()]
+    known = ("searched", "paper", "width", "depth", "resolution")
+    unknown = [f for f in wanted if f not in known]
+    if unknown:
+        raise NasError(f"--families {unknown[0]!r} is not known: use some of {','.join(known)}")
+    families = _searched_families(configs, None if given[0] is None else given) if "searched" in wanted else []
+    if not families:
+        raise NasError("--families must include searched: the baselines are matched to the searched family's FLOPs")
+    if "paper" in wanted:
+        families.append(paper_family())
+    families += [f for f in single_families() if f.name in wanted]
+    latency = None
+    if not args.no_latency:
+        latency = cfg.search.latency
+        if args.latency_device:
+            latency = dataclasses.replace(latency, device=args.latency_device)
+    job = FrontierJob(cfg, tuple(families), tuple(parse_phis(args.phis)), seeds=args.seeds,
+                      tolerance=args.tolerance, latency=latency)
+    try:
+        study = run_search(job, workers=args.workers, storage_url=args.storage)
+    except KeyboardInterrupt:
+        print(f"nas frontier: interrupted; finished runs are kept in {cfg.storage_url(args.storage)} (study "
+              f"{job.study_name}): run the same command to resume", file=sys.stderr)
+        return 130
+    table = frontier_table(study)
+    table = table[table["family"].isin([f.name for f in families]) & table["phi"].isin(job.phis)]
+    table = table.reset_index(drop=True)
+    out = Path(args.out) if args.out else cfg.run_dir / "frontier"
+    scale_study, _ = _load_finished_study(cfg.name, cfg.storage_url(args.storage))
+    title, subtitle = frontier_title(cfg.to_dict(), args.seeds)
+    written = write_frontier(table, out, title, subtitle, trials_table(scale_study))
+    print_table(table.drop(columns=["label", "network"]), args.format)
+    if args.format == "table":
+        missing = table["seeds"] < args.seeds
+        if missing.any():
+            print(f"\n{int(missing.sum())} member(s) have fewer than {args.seeds} finished seeds: their runs "
+                  f"failed (see the trials of study {job.study_name}); accuracy is over the seeds that finished")
+    print("wrote " + ", ".join(str(p) for p in written), file=sys.stderr)
+    return 0
+
+
+def _frontier_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("frontier", help="proxy-train the searched family against the paper's and single-dimension "
+                                        "baselines; table and plots",
+                       description="Proxy-train family members phi = 0..k of the searched coefficients, the "
+                                   "paper's (1.2, 1.1, 1.15), and width-, depth- and resolution-only scaling at "
+                                   "matched FLOPs, several seeds each; every run is a trial in the study's "
+                                   "storage (study <name>-frontier), so an interrupted frontier resumes. Writes "
+                                   "frontier.csv/.json and PNG + SVG figures. Guide: docs/frontier.md.")
+    p.add_argument("study", nargs="+", help="coefficient study: name (runs/<name>/), study file, or name with "
+                                            "--storage; several studies with the same proxy add one line each")
+    p.add_argument("--phis", default="0-3", help="family members to train (default 0-3)")
+    p.add_argument("--seeds", type=int, default=3, help="proxy runs per member (default 3)")
+    p.add_argument("--families", default="searched,paper,width,depth,resolution",
+                   help="which lines to train (default all five)")
+    p.add_argument("--alpha", type=float, help="compare these coefficients (with --beta, --gamma) on the study's "
+                                               "proxy, beside its winner when it has one")
+    p.add_argument("--beta", type=float)
+    p.add_argument("--gamma", type=float)
+    p.add_argument("--tolerance", type=float, default=0.1,
+                   help="single-dimension baselines must match the searched member's FLOPs within this (default "
+                        "0.1); a baseline that rounding keeps further away is trained, plotted at its own FLOPs, "
+                        "and flagged")
+    p.add_argument("--no-latency", action="store_true", help="skip measuring latency (no accuracy-vs-latency figure)")
+    p.add_argument("--latency-device", help="device to time on (default: the study's search.latency.device)")
+    p.add_argument("--workers", type=int, default=1, help="worker processes on this machine (default 1)")
+    p.add_argument("--storage", help="storage URL (default: the study's)")
+    p.add_argument("--out", help="folder for the table and figures (default runs/<name>/frontier)")
+    _add_format(p)
+    p.set_defaults(func=cmd_frontier)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="nas", description="Search EfficientNet scaling coefficients and architectures, "
                                              "then build model families.")
@@ -638,6 +756,7 @@ def build_parser() -> argparse.ArgumentParser:
     _latency_parser(sub)
     _scale_parser(sub)
     _arch_parser(sub)
+    _frontier_parser(sub)
     return parser
 
 

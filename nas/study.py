@@ -184,8 +184,11 @@ def load_study(path: str | Path) -> StudyConfig:
     if not p.is_file():
         raise NasError(f"study file {path} does not exist: give the path to a YAML file such as "
                        f"studies/quickstart.yaml")
-    d = read_yaml(p)
-    src = str(p)
+    return study_from_dict(read_yaml(p), str(p))
+
+
+def study_from_dict(d: dict[str, Any], src: str) -> StudyConfig:
+    """Validate a study definition: a study file's content, or the copy stored with a study."""
     unknown = sorted(set(d) - _TOP_KEYS)
     if unknown:
         raise NasError(f"{src}: field '{unknown[0]}' is not known: allowed are {', '.join(sorted(_TOP_KEYS))}")
@@ -241,7 +244,7 @@ def load_study(path: str | Path) -> StudyConfig:
     storage = d.get("storage")
     _check(storage is None or (isinstance(storage, str) and "://" in storage), src, "storage", storage,
            "empty (a local file under runs/<name>/) or a URL such as postgresql://user:pass@host/db")
-    arch = _load_arch(d, src) if "arch" in d else None
+    arch = _load_arch(d, src) if d.get("arch") is not None else None
     return StudyConfig(name=name, description=d.get("description", ""), space=str(d["space"]), proxy=proxy,
                        search=search, pruner=pruner, heartbeat=heartbeat, seed=seed, storage=storage, arch=arch,
                        source=src)
@@ -325,6 +328,23 @@ def _serialize_sqlite_transactions(engine: Any) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
     engine.dispose()   # connections opened while the storage was created predate the listeners
+
+
+def find_study_config(name_or_path: str, storage: str | None = None) -> StudyConfig:
+    """A study's definition from its file, or the copy stored with the study (given its name)."""
+    name, url = find_study_storage(name_or_path, storage)
+    if Path(name_or_path).suffix in (".yaml", ".yml") or Path(name_or_path).is_file():
+        return dataclasses.replace(load_study(name_or_path), storage=url)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    try:
+        stored = optuna.load_study(study_name=name, storage=open_storage(url)).user_attrs.get("config")
+    except KeyError:
+        raise NasError(f"no study '{name}' in {url}: check the name, or run it first with nas scale run") from None
+    if stored is None:
+        raise NasError(f"study '{name}' in {url} was not created by nas: give its study file instead")
+    if stored.get("arch") is not None:
+        stored.pop("search")          # stored with its defaults; a block-level study file has none
+    return dataclasses.replace(study_from_dict(stored, f"study '{name}' in {url}"), storage=url)
 
 
 def find_study_storage(name_or_path: str, storage: str | None = None) -> tuple[str, str]:

@@ -11,7 +11,8 @@ from optuna.trial import TrialState
 
 from nas.errors import NasError
 from nas.flops import flops_at, params_of
-from nas.search.arch import ArchJob, arch_table, mnasnet_reward, pareto_front
+from nas.pareto import pareto_front
+from nas.search.arch import ArchJob, arch_table, mnasnet_reward
 from nas.search.runner import run_search
 from nas.space import load_space
 from nas.spec import load_spec

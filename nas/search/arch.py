@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable
 
 import optuna
 import pandas as pd
@@ -39,21 +39,14 @@ def mnasnet_reward(accuracy: float, cost: float, target: float, w: float) -> flo
     return accuracy * (cost / target) ** w
 
 
-def pareto_front(points: Sequence[Sequence[float]], directions: Sequence[str]) -> list[int]:
-    """Indices of the points no other point dominates (at least as good everywhere, better somewhere)."""
-    signs = [1 if d == "maximize" else -1 for d in directions]
-    keyed = [[s * v for s, v in zip(signs, p)] for p in points]
-
-    def dominates(a: list[float], b: list[float]) -> bool:
-        return all(x >= y for x, y in zip(a, b)) and any(x > y for x, y in zip(a, b))
-
-    return [i for i, p in enumerate(keyed) if not any(dominates(q, p) for j, q in enumerate(keyed) if j != i)]
-
-
 @dataclass
 class ArchJob:
     config: StudyConfig
     needs_queue = False
+
+    @property
+    def study_name(self) -> str:
+        return self.config.name
 
     @property
     def settings(self) -> ArchSettings:

@@ -17,7 +17,8 @@ from typing import Callable
 from nas.flops import flops_at
 from nas.latency import LatencySettings, measure_spec
 from nas.scaling import scale
-from nas.spec import NetworkSpec
+from nas.spec import NetworkSpec, load_spec
+from nas.study import StudyConfig
 
 CostFn = Callable[[NetworkSpec, int], float]
 
@@ -40,6 +41,15 @@ class ProxyFamily:
     @property
     def phi0(self) -> NetworkSpec:
         return self.member(1.0, 1.0, 1.0)
+
+
+def proxy_family(config: StudyConfig) -> ProxyFamily:
+    """The proxy networks of a study, as its coefficient search and its frontier train them."""
+    base = load_spec(config.space)
+    p = config.proxy
+    if p.stem_stride is not None:
+        base = base.replace(stem_stride=p.stem_stride)
+    return ProxyFamily(base=base, width=p.width, depth=p.depth, resolution=p.resolution)
 
 
 def target_member(base: NetworkSpec, alpha: float, beta: float, resolution: int) -> NetworkSpec:
@@ -148,7 +158,7 @@ def feasible_grid(base: NetworkSpec, alpha: tuple[float, float], beta: tuple[flo
     feasible, seen = [], {}
     for i, (a, b) in enumerate(points, 1):
         cand = solve_resolution(base, a, b, cost, target, tolerance)
-        key = _network_key(target_member(base, a, b, cand.resolution1))
+        key = network_key(target_member(base, a, b, cand.resolution1))
         verdict = "feasible" if cand.feasible else "infeasible"
         if cand.feasible and key in seen:
             verdict = f"same network as alpha {seen[key].alpha:g} beta {seen[key].beta:g}"
@@ -161,5 +171,5 @@ def feasible_grid(base: NetworkSpec, alpha: tuple[float, float], beta: tuple[flo
     return feasible, len(points)
 
 
-def _network_key(spec: NetworkSpec) -> tuple:
+def network_key(spec: NetworkSpec) -> tuple:
     return (spec.stages, spec.stem_channels, spec.head_channels, spec.resolution)

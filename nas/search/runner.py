@@ -35,6 +35,7 @@ SKIPPED = "skipped"              # user attr of a trial that found no queued wor
 
 class SearchJob(Protocol):
     config: StudyConfig
+    study_name: str              # the Optuna study in the config's storage (a frontier sits beside its search)
     needs_queue: bool            # work comes only from enqueued trials (a grid): stop when the queue is done
     directions: list[str]        # one per objective value
 
@@ -54,9 +55,53 @@ def counts_as_finished(t: FrozenTrial) -> bool:
         t.state == TrialState.FAIL and FAIL_REASON in t.user_attrs)
 
 
+# ------------------------------------------------------------------------------- queued work
+# A job whose work is a fixed list of items (grid points, frontier runs) enqueues each item as a WAITING
+# trial carrying the item's key in a user attribute. Two launchers that enumerate new work at the same
+# moment both enqueue it; `claim_queued` keeps each item trained once.
+
+def queued_key(t: FrozenTrial, attr: str) -> tuple | None:
+    value = t.user_attrs.get(attr)
+    return tuple(value) if value else None
+
+
+def enqueue_missing(study: optuna.Study, attr: str, items: list[tuple[tuple, dict]]) -> int:
+    """Enqueue every (key, params) item that has no finished, waiting or running trial: all of them at
+    first, the interrupted ones on resume. Returns how many were enqueued."""
+    covered = {queued_key(t, attr) for t in study.get_trials(deepcopy=False)
+               if counts_as_finished(t) or t.state in (TrialState.WAITING, TrialState.RUNNING)}
+    missing = [(key, params) for key, params in items if key not in covered]
+    for key, params in missing:
+        study.enqueue_trial(params, user_attrs={attr: list(key)}, skip_if_exists=False)
+    return len(missing)
+
+
+def claim_queued(trial: optuna.Trial, attr: str) -> tuple:
+    """The key of the queued item this trial runs. A trial that found no queued item (a race at the end),
+    or whose item another trial owns (one finished for good, or one running with a lower number), steps
+    aside as a SKIPPED pruned trial; an item whose trials all stepped aside is re-queued by `prepare`."""
+    key = queued_key(trial, attr)      # type: ignore[arg-type]
+    if key is None:
+        trial.set_user_attr(SKIPPED, "no queued work left: another worker took the last item")
+        raise optuna.TrialPruned()
+    for t in trial.study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.COMPLETE,
+                                                             TrialState.PRUNED, TrialState.FAIL)):
+        if t.number == trial.number or queued_key(t, attr) != key:
+            continue
+        if counts_as_finished(t) or (t.state == TrialState.RUNNING and t.number < trial.number):
+            trial.set_user_attr(SKIPPED, f"{attr} {list(key)} already taken by trial {t.number}")
+            raise optuna.TrialPruned()
+    return key
+
+
+def all_finished(study: optuna.Study, attr: str, keys: list[tuple]) -> bool:
+    finished = {queued_key(t, attr) for t in study.get_trials(deepcopy=False) if counts_as_finished(t)}
+    return all(k in finished for k in keys)
+
+
 def create_or_load(job: SearchJob, storage: optuna.storages.BaseStorage, worker: int = 0) -> optuna.Study:
     cfg = job.config
-    study = optuna.create_study(study_name=cfg.name, storage=storage, directions=job.directions,
+    study = optuna.create_study(study_name=job.study_name, storage=storage, directions=job.directions,
                                 sampler=job.create_sampler(worker), pruner=job.create_pruner(),
                                 load_if_exists=True)
     stored = study.user_attrs.get("fingerprint")
@@ -65,7 +110,7 @@ def create_or_load(job: SearchJob, storage: optuna.storages.BaseStorage, worker:
         study.set_user_attr("config", cfg.to_dict())
         study.set_user_attr("kind", type(job).__name__)
     elif stored != cfg.fingerprint():
-        raise NasError(f"study '{cfg.name}' in {cfg.storage_url()} was run with a different definition than "
+        raise NasError(f"study '{job.study_name}' in {cfg.storage_url()} was run with a different definition than "
                        f"{cfg.source}: give the changed study a new name, or delete {cfg.run_dir} to start over")
     return study
 
@@ -148,7 +193,7 @@ def run_search(job: SearchJob, workers: int = 1, storage_url: str | None = None,
     study = create_or_load(job, storage)
     done_before = sum(counts_as_finished(t) for t in study.get_trials(deepcopy=False))
     if done_before:
-        progress(f"resuming study '{job.config.name}' ({url}): {done_before} finished trials kept")
+        progress(f"resuming study '{job.study_name}' ({url}): {done_before} finished trials kept")
     job.prepare(study, progress)
     threads = _threads_per_worker(workers)
     if workers == 1:
@@ -173,8 +218,8 @@ def run_search(job: SearchJob, workers: int = 1, storage_url: str | None = None,
             raise SearchAborted("workers stopped after repeated trial errors (see above)")
         if bad:
             names = ', '.join(f'{n} (exit {c})' for n, c in bad.items())
-            if not job.done(optuna.load_study(study_name=job.config.name, storage=storage)):
+            if not job.done(optuna.load_study(study_name=job.study_name, storage=storage)):
                 raise SearchAborted(f"worker(s) {names} stopped unexpectedly (see above); finished trials are "
                                     f"kept: run the same command to resume")
             progress(f"worker(s) {names} stopped unexpectedly; the others retried their trials and finished")
-    return optuna.load_study(study_name=job.config.name, storage=storage)
+    return optuna.load_study(study_name=job.study_name, storage=storage)

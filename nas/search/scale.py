@@ -26,34 +26,14 @@ from nas.errors import NasError
 from nas.flops import flops_at, params_of
 from nas.proxy import TrainConfig, resolve_device
 from nas.search.constraint import (Candidate, ProxyFamily, feasible_grid, flops_cost, latency_cost,
-                                   solve_resolution, target_member)
-from nas.search.runner import FAIL_REASON, SKIPPED, counts_as_finished
+                                   proxy_family, solve_resolution, target_member)
+from nas.search.runner import FAIL_REASON, SKIPPED, all_finished, claim_queued, counts_as_finished, enqueue_missing
 from nas.search.scoring import describe_outcome, make_pruner, proxy_data, recording_failures, train_and_score, train_config
 from nas.spec import NetworkSpec, load_spec
 from nas.study import StudyConfig
 
 
 GRID_POINT = "grid_point"   # user attr of an enqueued grid trial: [alpha, beta], set before it runs
-
-
-def _grid_point(t: FrozenTrial) -> tuple[float, float] | None:
-    point = t.user_attrs.get(GRID_POINT)
-    return (point[0], point[1]) if point else None
-
-
-def _taken_by(trial: optuna.Trial) -> int | None:
-    """Another trial that owns this trial's grid point: one finished for good, or one running with a
-    lower number. Two launchers that enumerate a new grid at the same moment both enqueue it; this
-    keeps each point trained once (the higher-numbered duplicate steps aside, and a point whose
-    trials all stepped aside is re-queued by `prepare`)."""
-    point = tuple(trial.user_attrs[GRID_POINT])
-    for t in trial.study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.COMPLETE,
-                                                             TrialState.PRUNED, TrialState.FAIL)):
-        if t.number == trial.number or _grid_point(t) != point:
-            continue
-        if counts_as_finished(t) or (t.state == TrialState.RUNNING and t.number < trial.number):
-            return t.number
-    return None
 
 
 @dataclass
@@ -64,16 +44,16 @@ class ScaleJob:
     directions = ["maximize"]
 
     @property
+    def study_name(self) -> str:
+        return self.config.name
+
+    @property
     def needs_queue(self) -> bool:
         return self.config.search.sampler == "grid"
 
     # ----------------------------------------------------------------------------------- setup
     def family(self) -> ProxyFamily:
-        base = load_spec(self.config.space)
-        p = self.config.proxy
-        if p.stem_stride is not None:
-            base = base.replace(stem_stride=p.stem_stride)
-        return ProxyFamily(base=base, width=p.width, depth=p.depth, resolution=p.resolution)
+        return proxy_family(self.config)
 
     def target_base(self) -> NetworkSpec:
         """The full-size base at its native resolution, on which the constraint is judged."""
@@ -116,22 +96,16 @@ class ScaleJob:
             study.set_user_attr("grid", grid)
             study.set_user_attr("grid_examined", examined)
             progress(f"grid: {len(grid)} distinct feasible networks of {examined} points examined")
-        covered = {_grid_point(t) for t in study.get_trials(deepcopy=False)
-                   if counts_as_finished(t) or t.state in (TrialState.WAITING, TrialState.RUNNING)}
-        missing = [p for p in grid if (p["alpha"], p["beta"]) not in covered]
-        for point in missing:
-            study.enqueue_trial(point, user_attrs={GRID_POINT: [point["alpha"], point["beta"]]}, skip_if_exists=False)
-        if missing and len(missing) < len(grid):
-            progress(f"re-queued {len(missing)} grid point(s) left unfinished")
+        missing = enqueue_missing(study, GRID_POINT, [((p["alpha"], p["beta"]), p) for p in grid])
+        if missing and missing < len(grid):
+            progress(f"re-queued {missing} grid point(s) left unfinished")
 
     def done(self, study: optuna.Study) -> bool:
-        trials = study.get_trials(deepcopy=False)
         if self.needs_queue:
             grid = study.user_attrs.get("grid") or []
-            finished = {_grid_point(t) for t in trials if counts_as_finished(t)}
-            return all((p["alpha"], p["beta"]) in finished for p in grid)
+            return all_finished(study, GRID_POINT, [(p["alpha"], p["beta"]) for p in grid])
         s = self.config.search
-        finished = [t for t in trials if counts_as_finished(t)]
+        finished = [t for t in study.get_trials(deepcopy=False) if counts_as_finished(t)]
         feasible = [t for t in finished if t.user_attrs.get("feasible")]
         return len(feasible) >= s.trials or len(finished) >= 5 * s.trials
 
@@ -139,13 +113,7 @@ class ScaleJob:
     def suggest(self, trial: optuna.Trial) -> tuple[float, float]:
         s = self.config.search
         if self.needs_queue:
-            if GRID_POINT not in trial.user_attrs:
-                trial.set_user_attr(SKIPPED, "no grid point left: another worker took the last one")
-                raise optuna.TrialPruned()
-            taken = _taken_by(trial)
-            if taken is not None:
-                trial.set_user_attr(SKIPPED, f"grid point already taken by trial {taken}")
-                raise optuna.TrialPruned()
+            claim_queued(trial, GRID_POINT)
             return trial.suggest_float("alpha", *s.alpha), trial.suggest_float("beta", *s.beta)
         limit = s.target * (1 + s.tolerance)
         alpha = trial.suggest_float("alpha", s.alpha[0], min(s.alpha[1], limit / s.beta[0] ** 2))

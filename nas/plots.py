@@ -1,0 +1,246 @@
+"""Figures for the frontier and the search report, rendered from result tables (never recomputed).
+
+Each function writes `stem.png` (150 dpi) and `stem.svg` side by side and returns both paths. Figures
+are built on `matplotlib.figure.Figure`, without pyplot, so plotting touches no global state and needs
+no display; the SVG keeps its text as text (searchable, selectable, editable).
+"""
+
+from __future__ import annotations
+
+import math
+import textwrap
+from pathlib import Path
+from typing import Sequence
+
+import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.colors import TABLEAU_COLORS
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
+
+from nas.pareto import pareto_front
+
+_STYLE = {
+    "svg.fonttype": "none", "svg.hashsalt": "effnas", "font.size": 10, "axes.titlesize": 12,
+    "axes.labelsize": 10, "xtick.labelsize": 9, "ytick.labelsize": 9, "legend.fontsize": 9,
+    "grid.color": "0.85", "grid.linewidth": 0.6,
+}
+_FIXED_COLOURS = {"paper": "tab:blue", "width": "tab:green", "depth": "tab:orange", "resolution": "tab:brown"}
+_COMPOUND_COLOURS = ("tab:red", "tab:purple", "tab:pink", "tab:olive", "tab:cyan")
+_TAB10 = tuple(TABLEAU_COLORS)
+_X_LABELS = {"mflops": "FLOPs per image (MFLOPs, log scale)", "latency_ms": "latency per image (ms, log scale)"}
+_FRONT_COLOUR = "0.55"
+
+
+def pareto_points(x: Sequence[float], y: Sequence[float]) -> list[int]:
+    """Indices of the points on the min-x, max-y front, ordered by x then by index. Identical points do
+    not dominate each other, so all copies stay; a point with a NaN coordinate is left out."""
+    xs, ys = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    valid = np.flatnonzero(~(np.isnan(xs) | np.isnan(ys)))
+    front = [int(valid[i]) for i in pareto_front([(xs[j], ys[j]) for j in valid], ["minimize", "maximize"])]
+    return sorted(front, key=lambda i: (xs[i], i))
+
+
+def plot_frontier(table: pd.DataFrame, x: str, path_stem: Path, title: str, subtitle: str = "") -> list[Path]:
+    """Accuracy (mean ± std over seeds) against `x` ("mflops" or "latency_ms", log axis), one line per
+    family sorted by phi: compound families solid with φ labels, single-dimension baselines dashed. The
+    Pareto front over all plotted points is computed here for `x` (the table's `pareto` column is not
+    read). Rows without `x` or accuracy are left out; ValueError if none is left."""
+    if x not in _X_LABELS:
+        raise ValueError(f"x must be one of {sorted(_X_LABELS)}, not {x!r}")
+    points = table[table[x].notna() & table["acc_mean"].notna()]
+    if points.empty:
+        raise ValueError(f"no trained points to plot against {x}")
+    colours = _family_colours(table)
+    with matplotlib.rc_context(_STYLE):
+        fig = Figure(figsize=(8.0, 5.0), layout="constrained")
+        ax = fig.add_subplot()
+        front = points.iloc[pareto_points(points[x], points["acc_mean"])]
+        ax.step(front[x], front["acc_mean"], where="post", color=_FRONT_COLOUR, alpha=0.35, linewidth=7,
+                solid_capstyle="round", zorder=1)
+        annotated: set[tuple[float, float, float]] = set()
+        for n, (family, rows) in enumerate(points.groupby("family", sort=False)):
+            rows = rows.sort_values("phi")
+            compound = rows["kind"].iloc[0] == "compound"
+            ax.errorbar(rows[x], rows["acc_mean"], yerr=rows["acc_std"].where(rows["acc_std"] > 0), capsize=3,
+                        color=colours[family], linestyle="-" if compound else "--", linewidth=1.6,
+                        marker="o" if compound else "s", markersize=5, label=rows["label"].iloc[0], zorder=3)
+            if compound:
+                _label_phis(ax, rows, x, n, colours[family], annotated)
+        ax.scatter(front[x], front["acc_mean"], s=150, facecolors="none", edgecolors="black",
+                   linewidths=1.3, zorder=4)
+        ax.set_xscale("log")
+        _readable_log_ticks(ax, points[x].min(), points[x].max(), axis_width_pt=0.6 * 72 * fig.get_figwidth())
+        ax.set_xlabel(_X_LABELS[x])
+        ax.set_ylabel("validation accuracy (mean ± std over seeds)")
+        ax.grid(True, which="major")
+        _titles(ax, title, subtitle)
+        handles, labels = ax.get_legend_handles_labels()
+        handles.append(Line2D([], [], color=_FRONT_COLOUR, alpha=0.5, linewidth=6, marker="o", markersize=10,
+                              markerfacecolor="none", markeredgecolor="black"))
+        labels.append("Pareto front")
+        ax.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
+        return _save(fig, path_stem)
+
+
+def plot_grid(trials: pd.DataFrame, path_stem: Path, title: str,
+              paper: tuple[float, ...] | None = (1.2, 1.1, 1.15)) -> list[Path]:
+    """The coefficient search in the α-β plane: finished trials coloured by proxy accuracy and labelled
+    with γ, pruned, infeasible and failed trials in their own markers, the winner (rank 1) starred and
+    the paper's point (`paper` = (α, β[, γ]), None to leave it out) as a black +."""
+    placed = trials[trials["alpha"].notna() & trials["beta"].notna()]
+    if placed.empty:
+        raise ValueError("the study has no candidate to plot")
+    state = placed["state"]
+    done = placed[(state == "complete") & placed["acc_mean"].notna()]
+    pruned = placed[state == "pruned"]
+    with matplotlib.rc_context(_STYLE):
+        fig = Figure(figsize=(7.5, 6.0), layout="constrained")
+        ax = fig.add_subplot()
+        if not done.empty:
+            dots = ax.scatter(done["alpha"], done["beta"], c=done["acc_mean"], cmap="viridis", s=70,
+                              edgecolors="0.2", linewidths=0.5, label="complete", zorder=3)
+            fig.colorbar(dots, ax=ax, label="proxy validation accuracy")
+        markers = [
+            (pruned, dict(marker="o", facecolors="none", edgecolors="0.5", linewidths=1.2, s=70), "pruned"),
+            (placed[state.isin(["running", "waiting"])],
+             dict(marker="s", facecolors="none", edgecolors="0.7", linewidths=1.0, s=50), "not finished"),
+            (placed[state == "infeasible"], dict(marker="x", color="0.5", s=50), "infeasible"),
+            (placed[state == "fail"], dict(marker="x", color="tab:red", s=50), "failed"),
+        ]
+        for rows, style, label in markers:
+            if not rows.empty:
+                ax.scatter(rows["alpha"], rows["beta"], label=label, zorder=3, **style)
+        for _, row in pd.concat([done, pruned]).iterrows():
+            if pd.notna(row["gamma"]):
+                ax.annotate(f"γ{row['gamma']:.2f}", (row["alpha"], row["beta"]), xytext=(6, -9),
+                            textcoords="offset points", fontsize=7, color="0.25")
+        winner = placed[placed["rank"].eq(1).fillna(False).astype(bool)]
+        if not winner.empty:
+            w = winner.iloc[0]
+            text = f"winner α {w['alpha']:.2f} β {w['beta']:.2f} γ {w['gamma']:.2f}"
+            ax.scatter([w["alpha"]], [w["beta"]], marker="*", s=500, facecolors="none", edgecolors="tab:red",
+                       linewidths=1.6, label=text, zorder=5)
+            ax.annotate("winner", (w["alpha"], w["beta"]), xytext=(0, 12), textcoords="offset points",
+                        ha="center", fontsize=9, color="tab:red", fontweight="bold")
+        if paper is not None:
+            ax.scatter([paper[0]], [paper[1]], marker="+", s=160, color="black", linewidths=1.8,
+                       label=f"paper ({', '.join(f'{v:g}' for v in paper)})", zorder=4)
+        ax.margins(0.12)
+        ax.set_xlabel("α (depth coefficient)")
+        ax.set_ylabel("β (width coefficient)")
+        ax.set_title(title)
+        ax.grid(True)
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=3, frameon=False)
+        return _save(fig, path_stem)
+
+
+def plot_history(trials: pd.DataFrame, path_stem: Path, title: str) -> list[Path]:
+    """Proxy accuracy of each finished trial in trial order with the best so far as a step line; trials
+    without an accuracy (pruned, infeasible, failed) are marks along the bottom so none goes missing."""
+    if trials.empty:
+        raise ValueError("the study has no trial to plot")
+    trials = trials.sort_values("trial")
+    done = trials[(trials["state"] == "complete") & trials["acc_mean"].notna()]
+    with matplotlib.rc_context(_STYLE):
+        fig = Figure(figsize=(8.0, 4.5), layout="constrained")
+        ax = fig.add_subplot()
+        if not done.empty:
+            ax.scatter(done["trial"], done["acc_mean"], s=30, color="tab:blue", zorder=3, label="complete trial")
+            last = trials["trial"].max()
+            best = done["acc_mean"].cummax()
+            ax.step(list(done["trial"]) + [last], list(best) + [best.iloc[-1]], where="post",
+                    color="tab:red", linewidth=1.8, zorder=2, label="best so far")
+        ax.set_ymargin(0.12)   # a free band at the bottom for the trials without an accuracy
+        edge = ax.get_xaxis_transform()   # x in data, y in axes fraction
+        for state, style, label in [("pruned", dict(marker="|", color="0.45", markersize=10), "pruned"),
+                                    ("infeasible", dict(marker="x", color="0.45", markersize=6), "infeasible"),
+                                    ("fail", dict(marker="x", color="tab:red", markersize=6), "failed")]:
+            rows = trials[trials["state"] == state]
+            if not rows.empty:
+                ax.plot(rows["trial"], [0.04] * len(rows), linestyle="none", transform=edge, zorder=4,
+                        label=label, **style)
+        ax.set_xlim(trials["trial"].min() - 0.5, trials["trial"].max() + 0.5)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel("trial number")
+        ax.set_ylabel("proxy validation accuracy")
+        ax.set_title(title)
+        ax.grid(True)
+        ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
+        return _save(fig, path_stem)
+
+
+def _family_colours(table: pd.DataFrame) -> dict[str, str]:
+    """Fixed colours for the paper and the single-dimension baselines, red/purple/... for other compound
+    families in order of appearance, then unused tab10 colours for anything else."""
+    colours: dict[str, str] = {}
+    for family, kind in table[["family", "kind"]].drop_duplicates("family").itertuples(index=False):
+        taken = set(colours.values()) | set(_FIXED_COLOURS.values())
+        choices = [c for c in _COMPOUND_COLOURS if c not in taken] if kind == "compound" else []
+        choices += [c for c in _TAB10 if c not in taken]
+        colours[family] = _FIXED_COLOURS.get(family) or (choices[0] if choices else "0.3")
+    return colours
+
+
+def _label_phis(ax: Axes, rows: pd.DataFrame, x: str, n: int, colour: str,
+                done: set[tuple[float, float, float]]) -> None:
+    """"φ=k" beside each point; families alternate above and below, and a label already written at the
+    same spot (phi = 0 is one network in every family) is not written again."""
+    dy = 6 if n % 2 == 0 else -12
+    for phi, xv, yv in rows[["phi", x, "acc_mean"]].itertuples(index=False):
+        if (phi, xv, yv) in done:
+            continue
+        done.add((phi, xv, yv))
+        ax.annotate(f"φ={phi:g}", (xv, yv), xytext=(7, dy), textcoords="offset points", fontsize=7, color=colour)
+
+
+def _readable_log_ticks(ax: Axes, lo: float, hi: float, axis_width_pt: float) -> None:
+    """Labelled ticks at plain numbers (3, 5, 10, 20) however few decades the data spans: the coarsest
+    of 1 / 1-2-5 / 1-2-3-5 / 1-1.5-2-3-4-5-7 / 1-9 per decade that puts five labels in view, or the
+    densest whose labels do not collide; a range too narrow for two of them gets linear ticks, one too
+    wide for a label each decade gets matplotlib's spaced powers of ten."""
+    span = max(hi / lo, 1.2)
+    lo, hi = lo / span ** 0.05, hi * span ** 0.1   # more room on the right, for the φ labels
+    ax.set_xlim(lo, hi)
+    label = FuncFormatter(lambda v, _: f"{v:,.0f}" if v >= 10 else f"{v:g}")
+    pt_per_decade = axis_width_pt / math.log10(hi / lo)
+    chosen = None
+    for subs in [(1.0,), (1.0, 2.0, 5.0), (1.0, 2.0, 3.0, 5.0), (1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 7.0),
+                 tuple(float(s) for s in range(1, 10))]:
+        locator = LogLocator(subs=subs)
+        shown = [v for v in locator.tick_values(lo, hi) if lo <= v <= hi]
+        gaps = [math.log10(b / a) * pt_per_decade for a, b in zip(shown, shown[1:])]
+        widths = [6.0 * len(label(v)) + 8.0 for v in shown]   # ~6 pt a character at 9 pt, plus a gap
+        if any(g < max(wa, wb) for g, wa, wb in zip(gaps, widths, widths[1:])):
+            break
+        chosen = (locator, len(shown))
+        if len(shown) >= 5:
+            break
+    if chosen is None:   # many decades: powers of ten, every few decades
+        chosen = (LogLocator(), 2)
+    ax.xaxis.set_major_locator(chosen[0] if chosen[1] >= 2 else MaxNLocator(nbins=4, steps=[1, 2, 2.5, 5, 10]))
+    ax.xaxis.set_major_formatter(label)
+    ax.xaxis.set_minor_locator(LogLocator(subs="all"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
+def _titles(ax: Axes, title: str, subtitle: str) -> None:
+    if not subtitle:
+        ax.set_title(title)
+        return
+    lines = textwrap.wrap(subtitle, 100)
+    ax.annotate("\n".join(lines), (0.5, 1.0), xycoords="axes fraction", xytext=(0, 6), textcoords="offset points",
+                ha="center", va="bottom", fontsize=9, color="0.3")
+    ax.set_title(title, pad=10 + 12 * len(lines))
+
+
+def _save(fig: Figure, stem: Path) -> list[Path]:
+    stem = Path(stem)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    paths = [stem.with_name(stem.name + ".png"), stem.with_name(stem.name + ".svg")]
+    fig.savefig(paths[0], dpi=150, bbox_inches="tight")
+    fig.savefig(paths[1], bbox_inches="tight", metadata={"Date": None})
+    return paths

@@ -1,0 +1,109 @@
+"""What a finished study leaves for people: frontier files (CSV, JSON, figures) and a one-page report.
+
+The report is a single HTML file with its figures embedded (base64 PNG), so it opens from disk without
+a server and can be mailed or attached to an issue as it is. It is rendered from storage only: the
+study definition, the search history, the winners, the family of the best coefficients, and the
+frontier when one has been run.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+import pandas as pd
+
+from nas.plots import plot_frontier, plot_grid, plot_history
+
+FRONTIER_FIGURES = {"mflops": "accuracy_vs_flops", "latency_ms": "accuracy_vs_latency"}
+
+
+def frontier_title(config: dict, seeds: int) -> tuple[str, str]:
+    """(title, subtitle) naming the proxy that every point was trained on."""
+    p = config["proxy"]
+    title = f"{config['name']}: proxy accuracy of each family"
+    subtitle = (f"{config['space']} at width {p['width']:g}, depth {p['depth']:g}, {p['resolution']} px at φ = 0; "
+                f"{p['dataset']}, {p['train']['epochs']} epochs, {seeds} seed(s) per point")
+    return title, subtitle
+
+
+def write_frontier(table: pd.DataFrame, out_dir: Path, title: str, subtitle: str,
+                   grid_trials: pd.DataFrame | None = None) -> list[Path]:
+    """frontier.csv, frontier.json, and PNG + SVG figures: accuracy vs FLOPs, vs latency (when measured),
+    and the coefficient grid coloured by accuracy (when a search is given)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = [out_dir / "frontier.csv", out_dir / "frontier.json"]
+    table.to_csv(written[0], index=False)
+    written[1].write_text(table.to_json(orient="records", indent=2))
+    for x, stem in FRONTIER_FIGURES.items():
+        if table[x].notna().any() and table["acc_mean"].notna().any():
+            written += plot_frontier(table, x, out_dir / stem, title, subtitle)
+    if grid_trials is not None and not grid_trials.empty and grid_trials["alpha"].notna().any():
+        written += plot_grid(grid_trials, out_dir / "coefficient_grid", f"{title.split(':')[0]}: coefficient search")
+    return written
+
+
+# ------------------------------------------------------------------------------------------- report
+
+def _figure(render: Callable[[Path], list[Path]], alt: str) -> str:
+    """An <img> with the PNG that `render(stem)` writes, embedded."""
+    with tempfile.TemporaryDirectory() as tmp:
+        png = next(p for p in render(Path(tmp) / "figure") if p.suffix == ".png")
+        data = base64.b64encode(png.read_bytes()).decode()
+    return f'<img src="data:image/png;base64,{data}" alt="{html.escape(alt)}">'
+
+
+def _table(df: pd.DataFrame) -> str:
+    return df.to_html(index=False, na_rep="", border=0, classes="data", float_format=lambda v: f"{v:.4g}")
+
+
+_CSS = """
+body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; padding: 0 1em; color: #222; }
+h1 { margin-bottom: 0.2em; } h2 { border-bottom: 1px solid #ccc; padding-bottom: 0.2em; margin-top: 2em; }
+table.data { border-collapse: collapse; font-size: 0.85em; margin: 0.5em 0; }
+table.data th, table.data td { padding: 0.25em 0.6em; border-bottom: 1px solid #eee; text-align: right; }
+table.data th { background: #f4f4f4; } img { max-width: 100%; margin: 0.5em 0; }
+pre { background: #f8f8f8; padding: 0.8em; overflow-x: auto; font-size: 0.85em; } .note { color: #666; }
+"""
+
+
+def render_report(name: str, config: dict, history: pd.DataFrame, winners: pd.DataFrame, family: pd.DataFrame,
+                  family_caption: str, frontier: pd.DataFrame | None, grid: pd.DataFrame | None,
+                  storage: str) -> str:
+    """The HTML page. `history` needs trial, state, acc_mean; `grid` (a coefficient search's trials) adds
+    the coefficient-grid figure; `frontier` (None when not run) adds the frontier table and figures."""
+    sections = [f"<h1>Study {html.escape(name)}</h1>",
+                f'<p class="note">{html.escape(config.get("description", ""))}<br>storage: '
+                f'{html.escape(storage)}; report written {time.strftime("%Y-%m-%d %H:%M")}</p>',
+                '<h2 id="definition">Study definition</h2>',
+                f"<pre>{html.escape(json.dumps(config, indent=2, default=str))}</pre>",
+                '<h2 id="history">Search history</h2>']
+    counts = history["state"].value_counts().to_dict()
+    sections.append(f"<p>{len(history)} trials: " + ", ".join(f"{n} {s}" for s, n in counts.items()) + "</p>")
+    sections.append(_figure(lambda stem: plot_history(history, stem, f"{name}: search history"), "search history"))
+    if grid is not None:
+        sections.append(_figure(lambda stem: plot_grid(grid, stem, f"{name}: coefficient search"),
+                                "coefficient grid coloured by accuracy"))
+    sections += ['<h2 id="winners">Winners</h2>', _table(winners) if not winners.empty else
+                 '<p class="note">No trial has finished with an accuracy yet.</p>']
+    sections += ['<h2 id="family">Family</h2>', f"<p>{html.escape(family_caption)}</p>",
+                 _table(family) if not family.empty else ""]
+    sections.append('<h2 id="frontier">Frontier</h2>')
+    if frontier is None or frontier.empty:
+        sections.append(f'<p class="note">No frontier yet: run <code>nas frontier {html.escape(name)}</code>, '
+                        f'then write this report again.</p>')
+    else:
+        seeds = int(frontier["seeds"].max())
+        title, subtitle = frontier_title(config, seeds)
+        for x, stem in FRONTIER_FIGURES.items():
+            if frontier[x].notna().any() and frontier["acc_mean"].notna().any():
+                sections.append(_figure(lambda s, x=x: plot_frontier(frontier, x, s, title, subtitle), stem))
+        sections.append(_table(frontier.drop(columns=["label", "network"], errors="ignore")))
+    body = "\n".join(sections)
+    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>effnas report: '
+            f'{html.escape(name)}</title><style>{_CSS}</style></head><body>\n{body}\n</body></html>\n')
