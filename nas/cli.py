@@ -705,7 +705,7 @@ def cmd_frontier(args: argparse.Namespace) -> int:
     scale_study, _ = _load_finished_study(cfg.name, cfg.storage_url(args.storage))
     title, subtitle = frontier_title(cfg.to_dict(), args.seeds)
     written = write_frontier(table, out, title, subtitle, trials_table(scale_study))
-    print_table(table.drop(columns=["label", "network"]), args.format)
+    print_table(table.drop(columns=["label", "network"]) if args.format == "table" else table, args.format)
     if args.format == "table":
         missing = table["seeds"] < args.seeds
         if missing.any():
@@ -746,6 +746,70 @@ def _frontier_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_frontier)
 
 
+# ----------------------------------------------------------------------------------------- report
+
+def _report_parts(study, config: dict):
+    """(history, winners, family, family caption, grid) of a coefficient or block-level search."""
+    if config.get("arch") is not None:
+        from nas.search.arch import arch_table
+        table = arch_table(study)
+        winners = table[table["best"].notna()].sort_values("best").head(10) if not table.empty else table
+        caption = ("A block-level search has no family of its own: export its best network (nas arch export) "
+                   "and scale it with a coefficient search.")
+        return table, winners, pd.DataFrame(), caption, None
+    from nas.family import compound_family, family_table
+    from nas.search.scale import ranked_winners, trials_table
+    from nas.spec import load_spec
+    table = trials_table(study)
+    if not ranked_winners(study):
+        return table, pd.DataFrame(), pd.DataFrame(), "No winner yet, so no family.", table
+    winners = table[table["rank"].notna()].sort_values("rank").head(10)
+    alpha, beta, gamma = winners.iloc[0][["alpha", "beta", "gamma"]]
+    family = family_table(compound_family(load_spec(config["space"]), alpha, beta, gamma, range(8)),
+                          progress=stderr_progress)
+    caption = (f"The best coefficients (alpha {alpha:.4g}, beta {beta:.4g}, gamma {gamma:.4g}) applied to the full-size "
+               f"{config['space']} at its native resolution, phi = 0..7 (nas materialize --study {study.study_name}).")
+    return table, winners, family, caption, table
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    import optuna
+
+    from nas.report import render_report
+    from nas.search.frontier import frontier_table
+    from nas.study import RUNS_DIR, find_study_storage, open_storage
+
+    study, _ = _load_finished_study(args.study, args.storage)
+    _, url = find_study_storage(args.study, args.storage)
+    config = study.user_attrs.get("config")
+    if config is None:
+        raise NasError(f"study '{study.study_name}' in {url} was not created by nas: nothing to report")
+    history, winners, family, caption, grid = _report_parts(study, config)
+    if history.empty:
+        raise NasError(f"study '{study.study_name}' has no trials yet: run it first")
+    try:
+        frontier = frontier_table(optuna.load_study(study_name=f"{study.study_name}-frontier", storage=open_storage(url)))
+    except KeyError:
+        frontier = None
+    page = render_report(study.study_name, config, history, winners, family, caption, frontier, grid, url)
+    out = Path(args.out) if args.out else RUNS_DIR / study.study_name / "report.html"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(page, encoding="utf-8")
+    print(f"wrote {out} ({len(page) / 1024:.0f} KiB); open it in a browser, no server needed", file=sys.stderr)
+    print(out)
+    return 0
+
+
+def _report_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("report", help="one self-contained HTML page for a study",
+                       description="Write one HTML page, images embedded: study definition, search history, "
+                                   "winners, family table and frontier plots (when nas frontier has run).")
+    p.add_argument("study", help="study name (runs/<name>/), study file, or name with --storage")
+    p.add_argument("--storage", help="storage URL")
+    p.add_argument("--out", help="the HTML file to write (default runs/<name>/report.html)")
+    p.set_defaults(func=cmd_report)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="nas", description="Search EfficientNet scaling coefficients and architectures, "
                                              "then build model families.")
@@ -757,6 +821,7 @@ def build_parser() -> argparse.ArgumentParser:
     _scale_parser(sub)
     _arch_parser(sub)
     _frontier_parser(sub)
+    _report_parser(sub)
     return parser
 
 
