@@ -271,6 +271,17 @@ def _bench_parser(sub: argparse._SubParsersAction) -> None:
 
 # ------------------------------------------------------------------------------------------ scale
 
+def _run_job(job, args: argparse.Namespace, command: str):
+    """Run or resume a search job with --workers/--storage; None when interrupted (Ctrl-C)."""
+    from nas.search.runner import run_search
+    try:
+        return run_search(job, workers=args.workers, storage_url=args.storage)
+    except KeyboardInterrupt:
+        print(f"nas {command}: interrupted; finished trials are kept in {job.config.storage_url(args.storage)} "
+              f"(study {job.study_name}): run the same command to resume", file=sys.stderr)
+        return None
+
+
 def _load_finished_study(name_or_path: str, storage: str | None):
     """An existing study and its base space, from a name, a study file, or --storage."""
     import optuna
@@ -287,7 +298,6 @@ def _load_finished_study(name_or_path: str, storage: str | None):
 
 def cmd_scale_run(args: argparse.Namespace) -> int:
     from nas.family import compound_family, family_table
-    from nas.search.runner import run_search
     from nas.search.scale import ScaleJob, best_coefficients, ranked_winners, trials_table
     from nas.spec import load_spec
     from nas.study import load_study
@@ -296,11 +306,8 @@ def cmd_scale_run(args: argparse.Namespace) -> int:
     if cfg.arch is not None:
         raise NasError(f"{args.study} defines a block-level search (an 'arch' section): run it with nas arch run")
     phis = parse_phis(args.phi)
-    try:
-        study = run_search(ScaleJob(cfg), workers=args.workers, storage_url=args.storage)
-    except KeyboardInterrupt:
-        print(f"nas scale run: interrupted; finished trials are kept in {cfg.storage_url(args.storage)}: "
-              f"run the same command to resume", file=sys.stderr)
+    study = _run_job(ScaleJob(cfg), args, "scale run")
+    if study is None:
         return 130
     table = trials_table(study)
     if not ranked_winners(study):
@@ -382,14 +389,9 @@ def _arch_job(path: str):
 
 def cmd_arch_run(args: argparse.Namespace) -> int:
     from nas.search.arch import arch_table
-    from nas.search.runner import run_search
 
-    job = _arch_job(args.study)
-    try:
-        study = run_search(job, workers=args.workers, storage_url=args.storage)
-    except KeyboardInterrupt:
-        print(f"nas arch run: interrupted; finished trials are kept in {job.config.storage_url(args.storage)}: "
-              f"run the same command to resume", file=sys.stderr)
+    study = _run_job(_arch_job(args.study), args, "arch run")
+    if study is None:
         return 130
     return _print_arch(study, arch_table(study), args.format, args.top)
 
@@ -661,7 +663,6 @@ def cmd_frontier(args: argparse.Namespace) -> int:
 
     from nas.report import frontier_title, write_frontier
     from nas.search.frontier import FrontierJob, frontier_table, paper_family, single_families
-    from nas.search.runner import run_search
     from nas.search.scale import trials_table
     from nas.study import find_study_config
 
@@ -692,11 +693,8 @@ def cmd_frontier(args: argparse.Namespace) -> int:
             latency = dataclasses.replace(latency, device=args.latency_device)
     job = FrontierJob(cfg, tuple(families), tuple(parse_phis(args.phis)), seeds=args.seeds,
                       tolerance=args.tolerance, latency=latency)
-    try:
-        study = run_search(job, workers=args.workers, storage_url=args.storage)
-    except KeyboardInterrupt:
-        print(f"nas frontier: interrupted; finished runs are kept in {cfg.storage_url(args.storage)} (study "
-              f"{job.study_name}): run the same command to resume", file=sys.stderr)
+    study = _run_job(job, args, "frontier")
+    if study is None:
         return 130
     table = frontier_table(study)
     table = table[table["family"].isin([f.name for f in families]) & table["phi"].isin(job.phis)]
@@ -725,7 +723,7 @@ def _frontier_parser(sub: argparse._SubParsersAction) -> None:
                                    "frontier.csv/.json and PNG + SVG figures. Guide: docs/frontier.md.")
     p.add_argument("study", nargs="+", help="coefficient study: name (runs/<name>/), study file, or name with "
                                             "--storage; several studies with the same proxy add one line each")
-    p.add_argument("--phis", default="0-3", help="family members to train (default 0-3)")
+    p.add_argument("--phis", default="0-2", help="family members to train (default 0-2; each step doubles the cost)")
     p.add_argument("--seeds", type=int, default=3, help="proxy runs per member (default 3)")
     p.add_argument("--families", default="searched,paper,width,depth,resolution",
                    help="which lines to train (default all five)")

@@ -81,24 +81,34 @@ def network_id(spec: NetworkSpec) -> str:
     return hashlib.sha256(repr(network_key(spec)).encode()).hexdigest()[:12]
 
 
-def match_flops(make: Callable[[float], NetworkSpec], flops: Callable[[NetworkSpec], float],
-                target: float) -> tuple[float, NetworkSpec]:
-    """The multiplier m >= 1 whose rounded network `make(m)` has measured FLOPs closest to `target` (in
-    log terms). FLOPs grow with m in steps (channels round to multiples of 8, repeats round up, feature
-    maps to whole pixels), so doubling m finds an upper bracket, bisection narrows it to the last network
-    below the target and the first at or above it, and the nearer of the two wins."""
-    lo, hi = 1.0, 2.0
+def match_flops(make: Callable[[float], NetworkSpec], flops: Callable[[NetworkSpec], float], target: float,
+                guess: float = 2.0, close_enough: float = 0.01) -> tuple[float, NetworkSpec]:
+    """A multiplier m >= 1 whose rounded network `make(m)` has measured FLOPs nearest `target`.
+
+    FLOPs grow with m in steps (channels round to multiples of 8, repeats round up, feature maps to
+    whole pixels), so a bracket around `guess` (widened until it holds the target), bisected, ends at the
+    last network below the target and the first at or above it; the nearer of the two wins. Each
+    distinct network costs one fvcore trace (about a second for a deep one), so the search stops early
+    at a network within `close_enough` (1 %) of the target, and a close guess keeps huge networks from
+    being traced at all."""
+    lo, hi = 1.0, max(1.0, guess * 1.2)
     if flops(make(lo)) >= target:
         return lo, make(lo)
+    if hi / 1.44 > lo and flops(make(hi / 1.44)) < target:
+        lo = hi / 1.44
     while flops(make(hi)) < target:
         if hi >= MAX_MULTIPLIER:
             raise NasError(f"no network up to {MAX_MULTIPLIER:g}x matches {target / 1e6:.1f} MFLOPs: ask for "
                            f"fewer phis")
-        lo, hi = hi, hi * 2
-    while hi - lo > 1e-3 * lo:
+        lo, hi = hi, min(MAX_MULTIPLIER, hi * 1.5)
+    def error(m: float) -> float:
+        return abs(math.log(flops(make(m)) / target))
+
+    while hi - lo > 1e-3 * lo and min(error(lo), error(hi)) > close_enough:
         mid = (lo + hi) / 2
         lo, hi = (mid, hi) if flops(make(mid)) < target else (lo, mid)
-    return min(((lo, make(lo)), (hi, make(hi))), key=lambda m: abs(math.log(flops(m[1]) / target)))
+    m = min(lo, hi, key=error)
+    return m, make(m)
 
 
 @dataclass
@@ -152,19 +162,28 @@ class FrontierJob:
         for phi in sorted(self.phis):
             ref_spec = self._compound(proxy, reference, phi)
             for family in self.families:
+                key = f"{MEMBER}{family.name}:{phi:g}"
+                old = stored.get(key)
+                # A member stored by an earlier run of the same request is reused: matching costs traces.
+                signature = repr((family, reference, self.tolerance))
+                if old and old.get("signature") == signature and (self.latency is None or "latency_ms" in old):
+                    out.append(old)
+                    continue
                 if family.kind == "compound":
                     spec = self._compound(proxy, family, phi)
-                else:
-                    _, spec = match_flops(lambda m: self._single(proxy, family.name, m), flops, flops(ref_spec))
+                else:    # nominal guess: FLOPs grow with depth, and with width and resolution squared
+                    ratio = flops(ref_spec) / flops(proxy.phi0)
+                    guess = ratio if family.name == "depth" else math.sqrt(ratio)
+                    _, spec = match_flops(lambda m: self._single(proxy, family.name, m), flops, flops(ref_spec),
+                                          guess)
                 net = network_id(spec)
-                key = f"{MEMBER}{family.name}:{phi:g}"
                 member = {
                     "family": family.name, "label": family.label, "kind": family.kind, "phi": phi,
                     "alpha": family.alpha, "beta": family.beta, "gamma": family.gamma, "network": net,
                     "width": spec.width_mult / proxy.width, "depth": spec.depth_mult / proxy.depth,
                     "resolution": spec.resolution, "params": params_of(spec, *shape), "flops": flops(spec),
                     "flops_vs_reference": flops(spec) / flops(ref_spec), "reference": reference.name,
-                    "order": self.families.index(family),
+                    "order": self.families.index(family), "signature": signature,
                 }
                 # Baselines only: compound families sit where their coefficients put them.
                 member["matched"] = (abs(member["flops_vs_reference"] - 1) <= self.tolerance
@@ -179,7 +198,6 @@ class FrontierJob:
                     latencies[net] = measure_spec(spec, self.latency, spec.resolution, *shape).median_ms
                 if net in latencies:
                     member["latency_ms"] = latencies[net]
-                old = stored.get(key)
                 if old != member:
                     study.set_user_attr(key, member)
                 if f"{NETWORK}{net}" not in stored:
