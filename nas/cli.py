@@ -49,6 +49,11 @@ def parse_phis(text: str) -> list[float]:
     return phis
 
 
+def _add_run_options(p: argparse.ArgumentParser, storage_default: str) -> None:
+    p.add_argument("--workers", type=int, default=1, help="worker processes on this machine (default 1)")
+    p.add_argument("--storage", help=f"storage URL (default: {storage_default})")
+
+
 def _add_format(p: argparse.ArgumentParser) -> None:
     p.add_argument("--format", choices=FORMATS, default="table",
                    help="table for people, json or csv for scripts (stdout alone)")
@@ -69,10 +74,11 @@ def cmd_materialize(args: argparse.Namespace) -> int:
     if args.save_models and not args.out:
         raise NasError("--save-models needs --out DIR to write the weights to")
     if args.study:
-        study, space = _load_finished_study(args.study, args.storage)
         from nas.search.scale import best_coefficients
+        from nas.study import load_stored_study
+        study, _ = load_stored_study(args.study, args.storage)
         args.alpha, args.beta, args.gamma = best_coefficients(study)
-        args.space = args.space or space
+        args.space = args.space or study.user_attrs.get("config", {}).get("space", "efficientnet_b0")
         print(f"study '{study.study_name}': best coefficients alpha {args.alpha:.4g} beta {args.beta:.4g} "
               f"gamma {args.gamma:.4g}", file=sys.stderr)
     base = load_spec(args.space or "efficientnet_b0")
@@ -282,20 +288,6 @@ def _run_job(job, args: argparse.Namespace, command: str):
         return None
 
 
-def _load_finished_study(name_or_path: str, storage: str | None):
-    """An existing study and its base space, from a name, a study file, or --storage."""
-    import optuna
-
-    from nas.study import find_study_storage, open_storage
-    name, url = find_study_storage(name_or_path, storage)
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
-    try:
-        study = optuna.load_study(study_name=name, storage=open_storage(url))
-    except KeyError:
-        raise NasError(f"no study '{name}' in {url}: check the name, or run it first with nas scale run") from None
-    return study, study.user_attrs.get("config", {}).get("space", "efficientnet_b0")
-
-
 def cmd_scale_run(args: argparse.Namespace) -> int:
     from nas.family import compound_family, family_table
     from nas.search.scale import ScaleJob, best_coefficients, ranked_winners, trials_table
@@ -343,8 +335,9 @@ def _summary(table: pd.DataFrame) -> str:
 
 def cmd_scale_show(args: argparse.Namespace) -> int:
     from nas.search.scale import trials_table
+    from nas.study import load_stored_study
 
-    study, _ = _load_finished_study(args.study, args.storage)
+    study, _ = load_stored_study(args.study, args.storage)
     table = trials_table(study)
     if table.empty:
         raise NasError(f"study '{study.study_name}' has no trials yet: run it with nas scale run")
@@ -362,8 +355,7 @@ def _scale_parser(sub: argparse._SubParsersAction) -> None:
                              description="Run or resume the study; ends with the winners and the family "
                                          "materialized from the best coefficients.")
     r.add_argument("study", help="study file, e.g. studies/quickstart.yaml")
-    r.add_argument("--workers", type=int, default=1, help="worker processes on this machine (default 1)")
-    r.add_argument("--storage", help="storage URL (default: the study file's, else runs/<name>/study.db)")
+    _add_run_options(r, "the study file's, else runs/<name>/study.db")
     r.add_argument("--phi", default="0-7", help="family members to materialize at the end (default 0-7)")
     r.add_argument("--top", type=int, default=5, help="winners to list (default 5)")
     _add_format(r)
@@ -411,8 +403,9 @@ def _print_arch(study, table: pd.DataFrame, fmt: str, top: int) -> int:
 
 def cmd_arch_show(args: argparse.Namespace) -> int:
     from nas.search.arch import arch_table
+    from nas.study import load_stored_study
 
-    study, _ = _load_finished_study(args.study, args.storage)
+    study, _ = load_stored_study(args.study, args.storage)
     table = arch_table(study)
     if args.all and not table.empty:
         print_table(table, args.format)
@@ -425,8 +418,9 @@ def cmd_arch_export(args: argparse.Namespace) -> int:
     from nas.search.arch import trial_spec
     from nas.space import export_spec
     from nas.spec import save_spec
+    from nas.study import load_stored_study
 
-    study, _ = _load_finished_study(args.study, args.storage)
+    study, _ = load_stored_study(args.study, args.storage)
     out = Path(args.out)
     spec = export_spec(trial_spec(study, args.trial), name=args.name or out.stem,
                        description=f"trial {args.trial} of block-level study {study.study_name}")
@@ -441,8 +435,7 @@ def _arch_parser(sub: argparse._SubParsersAction) -> None:
     arch_sub = p.add_subparsers(dest="arch", required=True, parser_class=_Parser)
     r = arch_sub.add_parser("run", help="run or resume a block-level search from a study file")
     r.add_argument("study", help="study file with an 'arch' section, e.g. studies/arch_quickstart.yaml")
-    r.add_argument("--workers", type=int, default=1, help="worker processes on this machine (default 1)")
-    r.add_argument("--storage", help="storage URL (default: the study file's, else runs/<name>/study.db)")
+    _add_run_options(r, "the study file's, else runs/<name>/study.db")
     r.add_argument("--top", type=int, default=5, help="rows of the best/Pareto table (default 5)")
     _add_format(r)
     r.set_defaults(func=cmd_arch_run)
@@ -632,17 +625,16 @@ def _latency_parser(sub: argparse._SubParsersAction) -> None:
 
 # --------------------------------------------------------------------------------------- frontier
 
-def _searched_families(configs, given):
+def _searched_families(configs, studies, given):
     """The compound families to compare: coefficients given by hand, then each study's winner."""
     from nas.search.frontier import compound_family
     from nas.search.scale import best_coefficients
 
     families = [compound_family("given", *given)] if given else []
-    for cfg in configs:
+    for cfg, study in zip(configs, studies):
         if cfg.arch is not None:
             raise NasError(f"{cfg.source} is a block-level search: export its best network (nas arch export), "
                            f"run a coefficient search on it, and give that study")
-        study, _ = _load_finished_study(cfg.name, cfg.storage_url())
         try:
             coefficients = best_coefficients(study)
         except NasError:
@@ -664,12 +656,13 @@ def cmd_frontier(args: argparse.Namespace) -> int:
     from nas.report import frontier_title, write_frontier
     from nas.search.frontier import FrontierJob, frontier_table, paper_family, single_families
     from nas.search.scale import trials_table
-    from nas.study import find_study_config
+    from nas.study import find_study_config, load_stored_study
 
     given = (args.alpha, args.beta, args.gamma)
     if any(v is not None for v in given) and any(v is None for v in given):
         raise NasError("give all three of --alpha, --beta and --gamma, or none (to use the studies' winners)")
     configs = [find_study_config(s, args.storage) for s in args.study]
+    studies = [load_stored_study(c.name, c.storage_url())[0] for c in configs]
     cfg = configs[0]
     for other in configs[1:]:
         if _proxy_identity(other) != _proxy_identity(cfg):
@@ -680,7 +673,7 @@ def cmd_frontier(args: argparse.Namespace) -> int:
     unknown = [f for f in wanted if f not in known]
     if unknown:
         raise NasError(f"--families {unknown[0]!r} is not known: use some of {','.join(known)}")
-    families = _searched_families(configs, None if given[0] is None else given) if "searched" in wanted else []
+    families = _searched_families(configs, studies, None if given[0] is None else given) if "searched" in wanted else []
     if not families:
         raise NasError("--families must include searched: the baselines are matched to the searched family's FLOPs")
     if "paper" in wanted:
@@ -700,9 +693,8 @@ def cmd_frontier(args: argparse.Namespace) -> int:
     table = table[table["family"].isin([f.name for f in families]) & table["phi"].isin(job.phis)]
     table = table.reset_index(drop=True)
     out = Path(args.out) if args.out else cfg.run_dir / "frontier"
-    scale_study, _ = _load_finished_study(cfg.name, cfg.storage_url(args.storage))
     title, subtitle = frontier_title(cfg.to_dict(), args.seeds)
-    written = write_frontier(table, out, title, subtitle, trials_table(scale_study))
+    written = write_frontier(table, out, title, subtitle, trials_table(studies[0]))
     print_table(table.drop(columns=["label", "network"]) if args.format == "table" else table, args.format)
     if args.format == "table":
         missing = table["seeds"] < args.seeds
@@ -737,8 +729,7 @@ def _frontier_parser(sub: argparse._SubParsersAction) -> None:
                         "and flagged")
     p.add_argument("--no-latency", action="store_true", help="skip measuring latency (no accuracy-vs-latency figure)")
     p.add_argument("--latency-device", help="device to time on (default: the study's search.latency.device)")
-    p.add_argument("--workers", type=int, default=1, help="worker processes on this machine (default 1)")
-    p.add_argument("--storage", help="storage URL (default: the study's)")
+    _add_run_options(p, "the study's")
     p.add_argument("--out", help="folder for the table and figures (default runs/<name>/frontier)")
     _add_format(p)
     p.set_defaults(func=cmd_frontier)
@@ -775,10 +766,9 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     from nas.report import render_report
     from nas.search.frontier import frontier_table
-    from nas.study import RUNS_DIR, find_study_storage, open_storage
+    from nas.study import RUNS_DIR, load_stored_study, open_storage
 
-    study, _ = _load_finished_study(args.study, args.storage)
-    _, url = find_study_storage(args.study, args.storage)
+    study, url = load_stored_study(args.study, args.storage)
     config = study.user_attrs.get("config")
     if config is None:
         raise NasError(f"study '{study.study_name}' in {url} was not created by nas: nothing to report")

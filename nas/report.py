@@ -23,6 +23,13 @@ from nas.plots import plot_frontier, plot_grid, plot_history
 FRONTIER_FIGURES = {"mflops": "accuracy_vs_flops", "latency_ms": "accuracy_vs_latency"}
 
 
+def _frontier_figures(table: pd.DataFrame) -> list[tuple[str, str]]:
+    """(x column, file stem) of the frontier figures the table has data for (no latency: no figure)."""
+    if not table["acc_mean"].notna().any():
+        return []
+    return [(x, stem) for x, stem in FRONTIER_FIGURES.items() if table[x].notna().any()]
+
+
 def frontier_title(config: dict, seeds: int) -> tuple[str, str]:
     """(title, subtitle) naming the proxy that every point was trained on."""
     p = config["proxy"]
@@ -40,9 +47,8 @@ def write_frontier(table: pd.DataFrame, out_dir: Path, title: str, subtitle: str
     written = [out_dir / "frontier.csv", out_dir / "frontier.json"]
     table.to_csv(written[0], index=False)
     written[1].write_text(table.to_json(orient="records", indent=2))
-    for x, stem in FRONTIER_FIGURES.items():
-        if table[x].notna().any() and table["acc_mean"].notna().any():
-            written += plot_frontier(table, x, out_dir / stem, title, subtitle)
+    for x, stem in _frontier_figures(table):
+        written += plot_frontier(table, x, out_dir / stem, title, subtitle)
     if grid_trials is not None and not grid_trials.empty and grid_trials["alpha"].notna().any():
         written += plot_grid(grid_trials, out_dir / "coefficient_grid", f"{title.split(':')[0]}: coefficient search")
     return written
@@ -100,9 +106,8 @@ def render_report(name: str, config: dict, history: pd.DataFrame, winners: pd.Da
     else:
         seeds = int(frontier["seeds"].max())
         title, subtitle = frontier_title(config, seeds)
-        for x, stem in FRONTIER_FIGURES.items():
-            if frontier[x].notna().any() and frontier["acc_mean"].notna().any():
-                sections.append(_figure(lambda s, x=x: plot_frontier(frontier, x, s, title, subtitle), stem))
+        for x, stem in _frontier_figures(frontier):
+            sections.append(_figure(lambda s, x=x: plot_frontier(frontier, x, s, title, subtitle), stem))
         sections.append(_table(frontier.drop(columns=["label", "network"], errors="ignore")))
     body = "\n".join(sections)
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>effnas report: '

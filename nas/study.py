@@ -330,21 +330,28 @@ def _serialize_sqlite_transactions(engine: Any) -> None:
     engine.dispose()   # connections opened while the storage was created predate the listeners
 
 
-def find_study_config(name_or_path: str, storage: str | None = None) -> StudyConfig:
-    """A study's definition from its file, or the copy stored with the study (given its name)."""
+def load_stored_study(name_or_path: str, storage: str | None = None) -> tuple[optuna.Study, str]:
+    """(an existing study, its storage URL), from a name, a study file, or a name plus --storage."""
     name, url = find_study_storage(name_or_path, storage)
-    if Path(name_or_path).suffix in (".yaml", ".yml") or Path(name_or_path).is_file():
-        return dataclasses.replace(load_study(name_or_path), storage=url)
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     try:
-        stored = optuna.load_study(study_name=name, storage=open_storage(url)).user_attrs.get("config")
+        return optuna.load_study(study_name=name, storage=open_storage(url)), url
     except KeyError:
         raise NasError(f"no study '{name}' in {url}: check the name, or run it first with nas scale run") from None
+
+
+def find_study_config(name_or_path: str, storage: str | None = None) -> StudyConfig:
+    """A study's definition from its file, or the copy stored with the study (given its name)."""
+    if Path(name_or_path).suffix in (".yaml", ".yml") or Path(name_or_path).is_file():
+        _, url = find_study_storage(name_or_path, storage)
+        return dataclasses.replace(load_study(name_or_path), storage=url)
+    study, url = load_stored_study(name_or_path, storage)
+    stored = study.user_attrs.get("config")
     if stored is None:
-        raise NasError(f"study '{name}' in {url} was not created by nas: give its study file instead")
+        raise NasError(f"study '{study.study_name}' in {url} was not created by nas: give its study file instead")
     if stored.get("arch") is not None:
         stored.pop("search")          # stored with its defaults; a block-level study file has none
-    return dataclasses.replace(study_from_dict(stored, f"study '{name}' in {url}"), storage=url)
+    return dataclasses.replace(study_from_dict(stored, f"study '{study.study_name}' in {url}"), storage=url)
 
 
 def find_study_storage(name_or_path: str, storage: str | None = None) -> tuple[str, str]:
