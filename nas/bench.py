@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import pandas as pd
 import torch
@@ -19,9 +19,12 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 from nas.builder import build_model, zero_init_last_layers
+from nas.config import TrainConfig
 from nas.data import Dataset, resize_images
+from nas.device import default_threads, resolve_device
+from nas.errors import NasError
 from nas.flops import count_flops
-from nas.proxy import TrainConfig, default_threads, resolve_device, train
+from nas.proxy import train
 from nas.spec import NetworkSpec
 
 
@@ -67,9 +70,24 @@ def _engine_images_per_sec(spec: NetworkSpec, data: Dataset, resolution: int, cf
     return run.epochs[-1].images_per_sec
 
 
+def parse_resolutions(text: str) -> list[int]:
+    """'32,64' -> [32, 64]: whole pixel sizes from 8 to 1024."""
+    try:
+        resolutions = [int(r) for r in text.split(",")]
+    except ValueError:
+        raise NasError(f"--resolutions {text!r}: give comma-separated integers such as 32,64") from None
+    bad = [r for r in resolutions if not 8 <= r <= 1024]
+    if bad:
+        raise NasError(f"--resolutions {text!r}: {bad[0]} px is outside 8..1024; give sizes such as 32,64")
+    return resolutions
+
+
 def bench_proxy(specs: Sequence[NetworkSpec], resolutions: Sequence[int], cfg: TrainConfig, images: int = 1024,
                 progress: Callable[[str], None] | None = None) -> pd.DataFrame:
     """Images per second of training for each network and resolution: engine vs plain loop."""
+    if not 1 <= images <= 1_000_000 or images < cfg.batch_size:
+        raise NasError(f"--images {images}: give from --batch-size ({cfg.batch_size}) to 1000000 images per timed "
+                       f"epoch")
     device = resolve_device(cfg.device)
     threads = cfg.threads or default_threads()
     torch.set_num_threads(threads)

@@ -7,6 +7,8 @@ squeeze channels from the block's *input* channels, residual only when shape is 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
@@ -110,4 +112,5 @@ class FusedMBConv(ResidualBlock):
         super().__init__(nn.Sequential(*layers), b)
 
 
-BLOCKS: dict[str, type[ResidualBlock]] = {"mbconv": MBConv, "fused_mbconv": FusedMBConv}
+# Each block class takes (spec, activation), unlike the ResidualBlock base it derives from.
+BLOCKS: dict[str, Callable[[BlockSpec, str], ResidualBlock]] = {"mbconv": MBConv, "fused_mbconv": FusedMBConv}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 from torch import nn
 
@@ -10,24 +12,34 @@ from nas.spec import NetworkSpec
 
 
 class EfficientNet(nn.Module):
-    """Stem, the spec's blocks, a 1x1 head, global pooling, dropout and a linear classifier."""
+    """Stem, the spec's stages, a 1x1 head, global pooling, dropout and a linear classifier.
+
+    `stages[i]` is one `nn.Sequential` holding stage i's blocks (as in timm and torchvision), so the
+    layout reads off the module names: `stages[1][0]` is the first block of the second stage.
+    """
 
     def __init__(self, spec: NetworkSpec, num_classes: int = 1000, in_channels: int = 3) -> None:
         super().__init__()
         self.spec = spec
         act = spec.activation
         self.stem = conv_bn_act(in_channels, spec.stem_channels, 3, spec.stem_stride, act=act)
-        blocks = spec.blocks()
-        self.blocks = nn.Sequential(*(BLOCKS[b.block](b, act) for b in blocks))
-        last = blocks[-1].out_channels
-        self.head = conv_bn_act(last, spec.head_channels, 1, act=act)
+        self.stages = nn.Sequential(*(
+            nn.Sequential(*(BLOCKS[b.block](b, act) for b in stage_blocks))
+            for _, stage_blocks in itertools.groupby(spec.blocks(), key=lambda b: b.stage)))
+        self.head = conv_bn_act(spec.stages[-1].channels, spec.head_channels, 1, act=act)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.dropout = nn.Dropout(spec.dropout)
         self.classifier = nn.Linear(spec.head_channels, num_classes)
         _init_weights(self)
 
+    @property
+    def stage_strides(self) -> tuple[int, ...]:
+        """Total stride at the output of each of `stages` (the spec's, which built them): an input of
+        side r leaves `stages[i]` with side ceil(r / stage_strides[i]), e.g. to pick feature maps."""
+        return self.spec.stage_strides
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.blocks(self.stem(x)))
+        return self.head(self.stages(self.stem(x)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.pool(self.forward_features(x)).flatten(1)

@@ -14,6 +14,7 @@ message naming the problem and the fix; see docs/data.md.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 import pickle
 import zipfile
@@ -243,6 +244,24 @@ def _check_arguments(
 
 def _is_whole(value: object) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def source_fingerprint(source: str | os.PathLike[str]) -> str:
+    """What a data source is made of, as a short digest: the files' names, sizes and contents (contents of
+    files up to 16 MiB each, the first 16 MiB of larger ones). A study records it and refuses to resume on
+    data that changed; renaming the folder or copying it elsewhere keeps the digest."""
+    if isinstance(source, str) and source == "digits":
+        return "digits"
+    path = Path(source).expanduser()
+    if not path.exists():
+        raise NasError(f"no such file or directory: {path}; {ACCEPTED}")
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    digest = hashlib.sha256()
+    for f in files[:200_000]:
+        digest.update(f"{f.relative_to(path) if f != path else f.name}:{f.stat().st_size}\n".encode())
+        with f.open("rb") as handle:
+            digest.update(handle.read(16 << 20))
+    return digest.hexdigest()[:16]
 
 
 def _read_source(source: str | os.PathLike[str], image_size: int | None) -> _Raw:
@@ -559,7 +578,11 @@ def _subset(
     count))) of each class in a seed-fixed order, so smaller subsets are inside larger ones."""
     keep = []
     for idx in _shuffled_by_class(y, num_classes, seed, _SUBSET_STREAM):
-        k = int(per_class) if per_class is not None else max(1, round(fraction * len(idx)))
+        if per_class is not None:
+            k = int(per_class)
+        else:
+            assert fraction is not None, "_subset needs per_class or fraction (the caller checks)"
+            k = max(1, round(fraction * len(idx)))
         keep.append(idx[:k])
     return np.sort(np.concatenate(keep))
 

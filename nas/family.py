@@ -8,8 +8,10 @@ where a member really sits (the paper's B7 lands near 6.6).
 from __future__ import annotations
 
 import math
+import os
+import re
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import pandas as pd
 import torch
@@ -17,8 +19,116 @@ import torch
 from nas.builder import build_model
 from nas.errors import NasError
 from nas.flops import flops_at, params_of
-from nas.scaling import compound, paper_member
-from nas.spec import NetworkSpec, save_spec
+from nas.scaling import PAPER_TABLE, compound, paper_member, scale
+from nas.spec import NetworkSpec, load_spec, save_spec
+
+Member = tuple[float, NetworkSpec]       # (phi, the rounded network)
+MAX_PHI = 16
+MAX_MEMBERS = 64
+
+_RANGE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*-\s*(\d+(?:\.\d+)?)\s*$")
+
+
+def parse_phis(text: str) -> list[float]:
+    """'0-7' (whole steps from the low end), '0,0.5,1' or '3'."""
+    m = _RANGE.match(text)
+    if m:
+        lo, hi = float(m[1]), float(m[2])
+        if lo > hi:
+            raise NasError(f"--phi {text}: the range is empty, write it low-high such as 0-7")
+        if hi - lo >= MAX_MEMBERS:
+            raise NasError(f"--phi {text}: {int(hi - lo) + 1} members, at most {MAX_MEMBERS}")
+        phis = [lo + i for i in range(int(hi - lo) + 1)]
+    else:
+        try:
+            phis = [float(p) for p in text.split(",") if p.strip()]
+        except ValueError:
+            phis = []
+    if not phis:
+        raise NasError(f"--phi {text!r} is not a number, a range like 0-7 or a list like 0,0.5,1")
+    for p in phis:
+        if not p >= 0:
+            raise NasError(f"--phi {p:g} is negative: phi must be >= 0")
+        if p > MAX_PHI:
+            raise NasError(f"--phi {p:g}: at most {MAX_PHI} (2^{MAX_PHI} times the base's cost)")
+    if len(phis) > MAX_MEMBERS:
+        raise NasError(f"--phi {text}: {len(phis)} members, at most {MAX_MEMBERS}")
+    return phis
+
+
+def width_depth_member(base: NetworkSpec, width: float, depth: float) -> NetworkSpec:
+    """`base` itself, or base scaled by a width and depth multiplier at its resolution (<base>-w<W>-d<D>)."""
+    if (width, depth) == (1.0, 1.0):
+        return base
+    return scale(base, width, depth, base.resolution, name=f"{base.name}-w{width:g}-d{depth:g}")
+
+
+def networks_from_flags(space: str | None = None, resolution: int | None = None, stem_stride: int | None = None,
+                        width: float = 1.0, depth: float = 1.0, preset: str | None = None,
+                        alpha: float | None = None, beta: float | None = None, gamma: float | None = None,
+                        phi: str | None = None, default_phis: str | None = "0-3",
+                        resolution_multiple: int = 1, one: bool = False) -> list[Member]:
+    """The networks a command's flags mean: one base scaled by width and depth, the paper's table
+    (`preset="paper"`), or a compound family (alpha, beta, gamma), over the phis of `phi`.
+
+    `resolution` replaces the base's; the paper's members then keep their resolution's ratio to B0's.
+    Contradictory or incomplete flags are one-line errors naming the flags; `one` asks for exactly one network.
+    """
+    base = load_spec(space or "efficientnet_b0")
+    if resolution:
+        base = base.replace(resolution=resolution)
+    if stem_stride is not None:
+        base = base.replace(stem_stride=stem_stride)
+    coeffs = (alpha, beta, gamma)
+    compound_given = any(c is not None for c in coeffs)
+    if preset and compound_given:
+        raise NasError("--preset and --alpha/--beta/--gamma exclude each other: give one of them")
+    if not (preset or compound_given):
+        if phi is not None:
+            raise NasError("--phi picks family members: add --preset paper or --alpha --beta --gamma")
+        return [(0.0, width_depth_member(base, width, depth))]
+    if (width, depth) != (1.0, 1.0):
+        raise NasError("give --width/--depth for one network or a family (--preset, --alpha/--beta/--gamma), "
+                       "not both")
+    if phi is None and default_phis is None:
+        raise NasError("--phi is missing: the compound rule needs all of --alpha --beta --gamma --phi")
+    phis = parse_phis(phi or default_phis or "")
+    if one and len(phis) != 1:
+        raise NasError(f"--phi {phi}: this command takes one network, give one value such as 1")
+    if alpha is not None and beta is not None and gamma is not None:
+        return compound_family(base, alpha, beta, gamma, phis, resolution_multiple)
+    if compound_given:
+        raise NasError("a compound family needs all of --alpha --beta --gamma")
+    members = paper_family(base, phis)
+    if resolution:  # the table's resolutions keep their ratio to B0's on a base of `resolution` px
+        b0_resolution = PAPER_TABLE["B0"][2]
+        members = [(p, s.replace(resolution=round(s.resolution * resolution / b0_resolution))) for p, s in members]
+    return members
+
+
+def materialize_members(space: str | None, preset: str | None,
+                        coefficients: tuple[float | None, float | None, float | None], study: str | None,
+                        storage: str | None, phi: str, resolution_multiple: int = 1
+                        ) -> tuple[list[Member], NetworkSpec, str | None]:
+    """(members, the base they are measured against, where the coefficients came from) for `nas materialize`:
+    the paper's table, given coefficients, or the exact winning coefficients of a stored study."""
+    given = any(c is not None for c in coefficients)
+    sources = sum([bool(preset), given, bool(study)])
+    if sources > 1:
+        raise NasError("--preset, --alpha/--beta/--gamma and --study exclude each other: give one of them")
+    if sources == 0 or (given and any(c is None for c in coefficients)):
+        raise NasError("give --preset paper, all three of --alpha --beta --gamma, or --study STUDY")
+    source = None
+    if study:
+        from nas.search.scale import stored_winner
+        name, study_space, coefficients = stored_winner(study, storage)
+        space = space or study_space
+        source = (f"study '{name}': best coefficients alpha {coefficients[0]:.4g} beta {coefficients[1]:.4g} "
+                  f"gamma {coefficients[2]:.4g}")
+    alpha, beta, gamma = coefficients
+    members = networks_from_flags(space, preset=preset, alpha=alpha, beta=beta, gamma=gamma, phi=phi,
+                                  resolution_multiple=resolution_multiple)
+    return members, load_spec(space or "efficientnet_b0"), source
 
 
 def paper_family(base: NetworkSpec, phis: Sequence[float]) -> list[tuple[float, NetworkSpec]]:
@@ -60,6 +170,24 @@ def family_table(members: Sequence[tuple[float, NetworkSpec]], reference: Networ
 def write_family(members: Sequence[tuple[float, NetworkSpec]], out_dir: Path, save_models: bool = False,
                  num_classes: int = 1000, in_channels: int = 3) -> list[Path]:
     """One spec YAML per member (and, with `save_models`, the state dict of a freshly built model)."""
+    check_out_dir(out_dir)
+    try:
+        return _write_members(members, out_dir, save_models, num_classes, in_channels)
+    except OSError as e:
+        raise NasError(f"--out {out_dir}: cannot write there ({e.strerror}): give a writable folder") from None
+
+
+def check_out_dir(out_dir: Path) -> None:
+    """Refuse a folder that cannot be one before any work: an existing file, or a place that is not writable."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise NasError(f"--out {out_dir} is a file: give a folder to write the members into")
+    existing = next((p for p in (out_dir, *out_dir.parents) if p.exists()), None)
+    if existing is not None and not os.access(existing, os.W_OK):
+        raise NasError(f"--out {out_dir}: {existing} is not writable: give a writable folder")
+
+
+def _write_members(members: Sequence[Member], out_dir: Path, save_models: bool, num_classes: int,
+                   in_channels: int) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for _, spec in members:

@@ -119,9 +119,9 @@ def _per_layer_flops(arch: NetworkSpec, in_channels: int, num_classes: int) -> t
 
 
 def _architecture(spec: NetworkSpec) -> NetworkSpec:
-    """The spec with its resolution set to twice its total stride: one cache entry per architecture."""
-    total_stride = spec.stem_stride * math.prod(s.stride for s in spec.stages)
-    return dataclasses.replace(spec, resolution=2 * total_stride, name="arch")
+    """The spec with its resolution set to twice its total stride: one cache entry per architecture.
+    The stride comes from the spec, not a built model, so a cache hit builds nothing."""
+    return dataclasses.replace(spec, resolution=2 * spec.total_stride, name="arch")
 
 
 def flops_at(spec: NetworkSpec, resolution: int, in_channels: int = 3, num_classes: int = 1000) -> int:

@@ -27,51 +27,30 @@ import statistics
 import tempfile
 import time
 import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Callable, Sequence
+from typing import Any, cast
 
 import pandas as pd
 import torch
 from torch import nn
 
+from nas import sharing
 from nas.blocks import BLOCKS, conv_bn_act
 from nas.builder import build_model
+from nas.config import LatencySettings
+from nas.device import default_threads, resolve_device
 from nas.errors import NasError
 from nas.flops import flops_at, params_of
-from nas.proxy import default_threads, resolve_device
 from nas.scaling import scale
 from nas.spec import BlockSpec, NetworkSpec
 
-RUNTIMES = ("torch", "onnxruntime")
 ONNX_OPSET = 17
 TABLE_FORMAT = "effnas-latency-table/1"
 
 Progress = Callable[[str], None]
-
-
-@dataclass(frozen=True)
-class LatencySettings:
-    device: str = "cpu"
-    batch_size: int = 1
-    warmup: int = 5
-    repeats: int = 20
-    threads: int | None = None        # CPU only; default all cores
-    channels_last: bool = True
-    runtime: str = "torch"            # torch | onnxruntime (CPU, when installed)
-
-    def __post_init__(self) -> None:
-        for name, low in (("batch_size", 1), ("warmup", 0), ("repeats", 3)):
-            if getattr(self, name) < low:
-                raise NasError(f"latency setting {name} is {getattr(self, name)}: must be >= {low}")
-        if self.threads is not None and self.threads < 1:
-            raise NasError(f"latency setting threads is {self.threads}: must be >= 1 (or unset for all cores)")
-        if self.runtime not in RUNTIMES:
-            raise NasError(f"latency runtime {self.runtime!r} is not known: use one of {', '.join(RUNTIMES)}")
-        if self.runtime == "onnxruntime" and self.device != "cpu":
-            raise NasError(f"runtime onnxruntime is timed on the CPU here, not on {self.device}: "
-                           f"use --device cpu, or --runtime torch on a GPU")
 
 
 @dataclass(frozen=True)
@@ -160,7 +139,13 @@ def _onnxruntime_run(model: nn.Module, x: torch.Tensor, threads: int) -> Callabl
 
 @torch.no_grad()
 def measure_module(model: nn.Module, input_shape: tuple[int, int, int], settings: LatencySettings) -> Latency:
-    """Latency of `model` on a batch of `input_shape` (C, H, W) images."""
+    """Latency of `model` on a batch of `input_shape` (C, H, W) images, timed while no other nas process
+    on this machine trains (nas.sharing)."""
+    with sharing.measuring():
+        return _measure_module(model, input_shape, settings)
+
+
+def _measure_module(model: nn.Module, input_shape: tuple[int, int, int], settings: LatencySettings) -> Latency:
     device = resolve_device(settings.device)
     threads = settings.threads or default_threads()
     if device.type == "cpu":
@@ -171,7 +156,8 @@ def measure_module(model: nn.Module, input_shape: tuple[int, int, int], settings
         times = _times_ms(_onnxruntime_run(model.eval().cpu(), x, threads), settings, device)
     else:
         fmt = torch.channels_last if settings.channels_last else torch.contiguous_format
-        model = model.eval().to(device, memory_format=fmt)
+        # Module.to accepts memory_format at runtime; torch's stubs leave it out.
+        model = cast(Callable[..., nn.Module], model.eval().to)(device, memory_format=fmt)
         x = torch.randn(settings.batch_size, *input_shape, device=device).contiguous(memory_format=fmt)
         times = _times_ms(functools.partial(model, x), settings, device)
     times.sort()
@@ -272,14 +258,15 @@ class Piece:
 
 def pieces(spec: NetworkSpec, resolution: int | None = None, in_channels: int = 3,
            num_classes: int = 1000) -> tuple[Piece, ...]:
-    """The network as the builder lays it out, with each piece's input side following the stride chain:
-    a stride-s convolution padded by k // 2 maps side n to ceil(n / s)."""
-    side, act = resolution or spec.resolution, spec.activation
-    out = [Piece("stem", in_channels, spec.stem_channels, side, act, kernel=3, stride=spec.stem_stride)]
-    side, blocks = math.ceil(side / spec.stem_stride), spec.blocks()
+    """The network as the builder lays it out, each piece at the input side it sees there: a stride-s
+    convolution padded by k // 2 maps side n to ceil(n / s), and these compose, so every block of a
+    stage outputs side ceil(r / the stage's total stride), read from `NetworkSpec.stage_strides`."""
+    r, act, stage_strides = resolution or spec.resolution, spec.activation, spec.stage_strides
+    out = [Piece("stem", in_channels, spec.stem_channels, r, act, kernel=3, stride=spec.stem_stride)]
+    side, blocks = math.ceil(r / spec.stem_stride), spec.blocks()
     for b in blocks:
         out.append(Piece(b.block, b.in_channels, b.out_channels, side, act, b.kernel, b.stride, b.expand, b.se))
-        side = math.ceil(side / b.stride)
+        side = math.ceil(r / stage_strides[b.stage])
     out.append(Piece("head", blocks[-1].out_channels, spec.head_channels, side, act, num_classes=num_classes))
     return tuple(out)
 
@@ -452,3 +439,39 @@ def evaluate_table(table: LatencyTable, specs: Sequence[NetworkSpec], settings: 
     return TableAccuracy(rows=rows, mean_abs_error_pct=float(error.abs().mean()),
                          max_abs_error_pct=float(error.abs().max()), bias_pct=float(error.mean()),
                          spearman=float(rows["median_ms"].rank().corr(rows["predicted_ms"].rank())))
+
+
+def build_and_evaluate(space: str | None, resolution: int | None, samples: int, seed: int,
+                       settings: LatencySettings, out: str | Path,
+                       progress: Progress | None = None) -> tuple[LatencyTable, TableAccuracy]:
+    """Build a table from `samples` seeded networks of `space`, save it to `out`, and evaluate it on a
+    held-out sample (seed + 1): the networks it predicts were never timed piece by piece."""
+    from nas.spec import load_spec
+
+    check_sample_size(samples)
+    space = space or "efficientnet_b0"
+    base = load_spec(space)
+    resolution = resolution or base.resolution
+    table = build_table(sample_networks(base, samples, seed, resolution), settings, progress=progress,
+                        built_from={"space": space, "resolution": resolution, "samples": samples, "seed": seed})
+    table.save(out)
+    if progress:
+        progress(f"wrote {len(table.entries)} pieces to {out}; evaluating on a held-out sample (seed {seed + 1})")
+    return table, evaluate_table(table, sample_networks(base, samples, seed + 1, resolution), progress=progress)
+
+
+def evaluate_saved_table(path: str | Path, space: str | None, resolution: int | None, samples: int,
+                         seed: int | None, overrides: dict[str, Any],
+                         progress: Progress | None = None) -> TableAccuracy:
+    """Evaluate a saved table on seeded networks; space, resolution and seed default to the table's build
+    (seed + 1: networks it was not built from), measurement settings to the table's own."""
+    from nas.spec import load_spec
+
+    check_sample_size(samples)
+    table = LatencyTable.load(path)
+    settings = dataclasses.replace(table.settings, **overrides)
+    built = table.built_from
+    base = load_spec(space or built.get("space", "efficientnet_b0"))
+    resolution = resolution or built.get("resolution") or base.resolution
+    seed = seed if seed is not None else built.get("seed", 0) + 1
+    return evaluate_table(table, sample_networks(base, samples, seed, resolution), settings, progress=progress)

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import math
 import textwrap
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Any
 
 import matplotlib
 import numpy as np
@@ -23,7 +24,10 @@ from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormat
 
 from nas.pareto import pareto_front
 
-_STYLE = {
+if TYPE_CHECKING:
+    from matplotlib.typing import RcKeyType  # matplotlib >= 3.9; only for the checker
+
+_STYLE: dict[RcKeyType, Any] = {
     "svg.fonttype": "none", "svg.hashsalt": "effnas", "font.size": 10, "axes.titlesize": 12,
     "axes.labelsize": 10, "xtick.labelsize": 9, "ytick.labelsize": 9, "legend.fontsize": 9,
     "grid.color": "0.85", "grid.linewidth": 0.6,
@@ -104,7 +108,7 @@ def plot_grid(trials: pd.DataFrame, path_stem: Path, title: str,
             dots = ax.scatter(done["alpha"], done["beta"], c=done["acc_mean"], cmap="viridis", s=70,
                               edgecolors="0.2", linewidths=0.5, label="complete", zorder=3)
             fig.colorbar(dots, ax=ax, label="proxy validation accuracy")
-        markers = [
+        markers: list[tuple[pd.DataFrame, dict[str, Any], str]] = [
             (pruned, dict(marker="o", facecolors="none", edgecolors="0.5", linewidths=1.2, s=70), "pruned"),
             (placed[state.isin(["running", "waiting"])],
              dict(marker="s", facecolors="none", edgecolors="0.7", linewidths=1.0, s=50), "not finished"),
@@ -156,9 +160,11 @@ def plot_history(trials: pd.DataFrame, path_stem: Path, title: str) -> list[Path
                     color="tab:red", linewidth=1.8, zorder=2, label="best so far")
         ax.set_ymargin(0.12)   # a free band at the bottom for the trials without an accuracy
         edge = ax.get_xaxis_transform()   # x in data, y in axes fraction
-        for state, style, label in [("pruned", dict(marker="|", color="0.45", markersize=10), "pruned"),
-                                    ("infeasible", dict(marker="x", color="0.45", markersize=6), "infeasible"),
-                                    ("fail", dict(marker="x", color="tab:red", markersize=6), "failed")]:
+        marks: list[tuple[str, dict[str, Any], str]] = [
+            ("pruned", dict(marker="|", color="0.45", markersize=10), "pruned"),
+            ("infeasible", dict(marker="x", color="0.45", markersize=6), "infeasible"),
+            ("fail", dict(marker="x", color="tab:red", markersize=6), "failed")]
+        for state, style, label in marks:
             rows = trials[trials["state"] == state]
             if not rows.empty:
                 ax.plot(rows["trial"], [0.04] * len(rows), linestyle="none", transform=edge, zorder=4,

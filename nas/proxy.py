@@ -16,76 +16,27 @@ result always says which. Accuracy is measured on the validation split after eve
 
 from __future__ import annotations
 
+import contextlib
 import math
-import os
 import resource
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Callable
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nas import sharing
 from nas.builder import build_model, zero_init_last_layers
+from nas.config import TrainConfig
 from nas.data import Dataset, augment_batch, iterate_batches, resize_images
-from nas.errors import NasError
+from nas.device import default_threads, resolve_device
 from nas.spec import NetworkSpec
-
-OPTIMIZERS = ("sgd", "adamw", "rmsprop")
-SCHEDULES = ("cosine", "constant")
 
 # Receives (epoch, validation accuracy); returning True stops the run (how Optuna pruning plugs in).
 EpochCallback = Callable[[int, float], bool]
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """A proxy-training budget. Defaults are tuned for the bundled digits on 2 CPU cores."""
-
-    epochs: int = 10
-    steps: int | None = None          # total optimizer steps; overrides epochs when set
-    batch_size: int = 64
-    optimizer: str = "adamw"
-    lr: float = 2e-3
-    momentum: float = 0.9             # SGD and RMSprop
-    weight_decay: float = 0.05
-    schedule: str = "cosine"
-    warmup_epochs: float = 1.0
-    label_smoothing: float = 0.1
-    bn_momentum: float = 0.1          # the reference 0.01 leaves running statistics stale after a short run
-    bn_recalibration: int = 8         # batches that re-estimate BN statistics before each evaluation (0 = off)
-    zero_init: bool = True   # for models built from a spec; see builder.zero_init_last_layers
-    crop_padding: int = 2             # random-crop padding in pixels at the training resolution (0 = off)
-    flip: bool = False                # horizontal flips (off by default: digits are not mirror-symmetric)
-    seed: int = 0
-    device: str = "auto"              # auto | cpu | cuda | cuda:N
-    channels_last: bool = True
-    amp: str = "auto"                 # auto (bf16 on CUDA, off on CPU) | bf16 | off
-    compile: bool = False             # torch.compile: worth it on GPU for long runs; minutes of compile on CPU
-    threads: int | None = None        # CPU threads (default: all cores this process may use)
-    eval_batch_size: int = 512
-
-    def __post_init__(self) -> None:
-        checks = [
-            (self.epochs >= 1, "epochs", "an integer >= 1"),
-            (self.steps is None or self.steps >= 1, "steps", "an integer >= 1"),
-            (self.batch_size >= 1, "batch_size", "an integer >= 1"),
-            (self.optimizer in OPTIMIZERS, "optimizer", f"one of {', '.join(OPTIMIZERS)}"),
-            (self.lr > 0 and math.isfinite(self.lr), "lr", "a number > 0"),
-            (self.weight_decay >= 0, "weight_decay", "a number >= 0"),
-            (self.schedule in SCHEDULES, "schedule", f"one of {', '.join(SCHEDULES)}"),
-            (self.warmup_epochs >= 0, "warmup_epochs", "a number >= 0"),
-            (0 <= self.label_smoothing < 1, "label_smoothing", "a number in [0, 1)"),
-            (0 < self.bn_momentum <= 1, "bn_momentum", "a number in (0, 1]"),
-            (self.bn_recalibration >= 0, "bn_recalibration", "an integer >= 0"),
-            (self.crop_padding >= 0, "crop_padding", "an integer >= 0"),
-            (self.amp in ("auto", "bf16", "off"), "amp", "auto, bf16 or off"),
-            (self.threads is None or self.threads >= 1, "threads", "an integer >= 1"),
-        ]
-        for ok, name, allowed in checks:
-            if not ok:
-                raise NasError(f"training setting {name} is {getattr(self, name)!r}: must be {allowed}")
 
 
 @dataclass
@@ -126,20 +77,15 @@ class TrainResult:
         d.update(final_acc=self.final_acc, best_acc=self.best_acc)
         return d
 
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise NasError(f"device {name} asked for, but this torch build sees no CUDA GPU: use --device cpu")
-    try:
-        return torch.device(name)
-    except RuntimeError:
-        raise NasError(f"device {name!r} is not known: use auto, cpu, cuda or cuda:N") from None
-
-
-def default_threads() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    def summary(self, spec: NetworkSpec, dataset: str, params: int, flops: int) -> dict[str, object]:
+        """One row for people and scripts: the network, its size and cost, and how training went."""
+        return {
+            "network": spec.name, "dataset": dataset, "resolution": spec.resolution, "width": spec.width_mult,
+            "depth": spec.depth_mult, "params": params, "mflops": round(flops / 1e6, 2),
+            "epochs": len(self.epochs), "final_acc": round(self.final_acc, 4), "best_acc": round(self.best_acc, 4),
+            "train_img_s": round(self.train_images_per_sec, 1), "wall_s": round(self.wall_time, 1),
+            "peak_mem_mb": round(self.peak_memory_mb, 1), "device": self.device, "status": self.status,
+        }
 
 
 def _param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
@@ -151,7 +97,7 @@ def _param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
     groups = _param_groups(model, cfg.weight_decay)
-    fast = {"fused": True} if device.type == "cuda" else {"foreach": True}
+    fast: dict[str, Any] = {"fused": True} if device.type == "cuda" else {"foreach": True}
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=True, **fast)
     if cfg.optimizer == "adamw":
@@ -248,9 +194,9 @@ def train(model_or_spec: nn.Module | NetworkSpec, data: Dataset, cfg: TrainConfi
           progress: Callable[[str], None] | None = None) -> TrainResult:
     """Train from scratch on `data` at `resolution` (default: the spec's) and validate every epoch."""
     device = resolve_device(cfg.device)
-    if device.type == "cpu":
-        torch.set_num_threads(cfg.threads or default_threads())
+    threads = CpuThreads(cfg.threads if device.type == "cpu" else 0)
     torch.manual_seed(cfg.seed)
+    model: nn.Module
     if isinstance(model_or_spec, NetworkSpec):
         resolution = resolution or model_or_spec.resolution
         model = build_model(model_or_spec, num_classes=data.num_classes, in_channels=data.in_channels)
@@ -264,7 +210,8 @@ def train(model_or_spec: nn.Module | NetworkSpec, data: Dataset, cfg: TrainConfi
         torch.cuda.reset_peak_memory_stats(device)
     start = time.perf_counter()
     try:
-        _run(model, data, cfg, device, resolution, callback, progress, result)
+        with threads.registered():
+            _run(model, data, cfg, device, resolution, callback, progress, result, threads)
     except torch.OutOfMemoryError as e:
         result.status, result.reason = "oom", f"out of memory on {device}: {str(e).splitlines()[0]}"
     finally:
@@ -273,16 +220,41 @@ def train(model_or_spec: nn.Module | NetworkSpec, data: Dataset, cfg: TrainConfi
     return result
 
 
+class CpuThreads:
+    """The CPU threads of one training run: the count the user fixed, or (None) this run's share of the
+    cores among the nas training runs alive on the machine, re-read every few seconds (nas.sharing).
+    0: not on the CPU, nothing to set."""
+
+    RECHECK_S = 2.0
+
+    def __init__(self, fixed: int | None) -> None:
+        self.fixed, self.checked = fixed, -math.inf
+
+    def registered(self) -> contextlib.AbstractContextManager[None]:
+        return sharing.registered_trainer() if self.fixed is None else contextlib.nullcontext()
+
+    def update(self) -> None:
+        if self.fixed == 0 or time.monotonic() - self.checked < self.RECHECK_S:
+            return
+        self.checked = time.monotonic()
+        wanted = self.fixed or sharing.fair_threads(default_threads())
+        if torch.get_num_threads() != wanted:
+            torch.set_num_threads(wanted)
+
+
 def _run(model: nn.Module, data: Dataset, cfg: TrainConfig, device: torch.device, resolution: int,
-         callback: EpochCallback | None, progress: Callable[[str], None] | None, result: TrainResult) -> None:
+         callback: EpochCallback | None, progress: Callable[[str], None] | None, result: TrainResult,
+         threads: CpuThreads) -> None:
     data = prepare_data(data, resolution, device, cfg.channels_last)
     model = model.to(device)
     for m in _batch_norms(model):
         m.momentum = cfg.bn_momentum
     if cfg.channels_last:
-        model = model.to(memory_format=torch.channels_last)
+        # Module.to accepts memory_format at runtime; torch's stubs leave it out.
+        model = cast(Callable[..., nn.Module], model.to)(memory_format=torch.channels_last)
     optimizer = make_optimizer(model, cfg, device)
-    step_model = torch.compile(model) if cfg.compile else model
+    # torch.compile of a Module returns an OptimizedModule (a Module); its stubs only say Callable.
+    step_model = cast(nn.Module, torch.compile(model)) if cfg.compile else model
     use_bf16 = cfg.amp == "bf16" or (cfg.amp == "auto" and device.type == "cuda")
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if use_bf16 else None
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
@@ -295,40 +267,42 @@ def _run(model: nn.Module, data: Dataset, cfg: TrainConfig, device: torch.device
     step, train_time, train_images = 0, 0.0, 0
 
     for epoch in range(1, epochs + 1):
-        step_model.train()
-        t0 = time.perf_counter()
-        loss_sum = torch.zeros((), device=device)
-        seen = 0
-        for xb, yb in iterate_batches(data.x_train, data.y_train, cfg.batch_size, shuffle=True,
-                                      generator=generator, drop_last=True):
-            if step >= total_steps:
-                break
-            if cfg.crop_padding or cfg.flip:
-                xb = augment_batch(xb, pad=cfg.crop_padding, flip=cfg.flip, generator=generator)
-            for group in optimizer.param_groups:
-                group["lr"] = cfg.lr * lr_factor(step, total_steps, warmup, cfg.schedule)
-            if autocast is not None:
-                with autocast:
+        with sharing.training():   # a latency measurement elsewhere waits for this epoch (nas.sharing)
+            step_model.train()
+            t0 = time.perf_counter()
+            loss_sum = torch.zeros((), device=device)
+            seen = 0
+            for xb, yb in iterate_batches(data.x_train, data.y_train, cfg.batch_size, shuffle=True,
+                                          generator=generator, drop_last=True):
+                if step >= total_steps:
+                    break
+                threads.update()
+                if cfg.crop_padding or cfg.flip:
+                    xb = augment_batch(xb, pad=cfg.crop_padding, flip=cfg.flip, generator=generator)
+                for group in optimizer.param_groups:
+                    group["lr"] = cfg.lr * lr_factor(step, total_steps, warmup, cfg.schedule)
+                if autocast is not None:
+                    with autocast:
+                        logits = step_model(xb)
+                else:
                     logits = step_model(xb)
-            else:
-                logits = step_model(xb)
-            loss = F.cross_entropy(logits.float(), yb, label_smoothing=cfg.label_smoothing)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            loss_sum += loss.detach() * len(yb)
-            seen += len(yb)
-            step += 1
-        train_loss = loss_sum.item() / max(1, seen)   # the one host sync of the epoch
-        seconds = time.perf_counter() - t0
-        train_time, train_images = train_time + seconds, train_images + seen
-        if not math.isfinite(train_loss):
-            result.status = "diverged"
-            result.reason = f"training loss became {train_loss} in epoch {epoch}: lower the learning rate"
-            break
-        if cfg.bn_recalibration:
-            recalibrate_bn(model, data.x_train, cfg.batch_size, cfg.bn_recalibration, autocast, cfg.seed)
-        val_acc, val_loss = evaluate(model, data.x_val, data.y_val, cfg.eval_batch_size, autocast)
+                loss = F.cross_entropy(logits.float(), yb, label_smoothing=cfg.label_smoothing)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                loss_sum += loss.detach() * len(yb)
+                seen += len(yb)
+                step += 1
+            train_loss = loss_sum.item() / max(1, seen)   # the one host sync of the epoch
+            seconds = time.perf_counter() - t0
+            train_time, train_images = train_time + seconds, train_images + seen
+            if not math.isfinite(train_loss):
+                result.status = "diverged"
+                result.reason = f"training loss became {train_loss} in epoch {epoch}: lower the learning rate"
+                break
+            if cfg.bn_recalibration:
+                recalibrate_bn(model, data.x_train, cfg.batch_size, cfg.bn_recalibration, autocast, cfg.seed)
+            val_acc, val_loss = evaluate(model, data.x_val, data.y_val, cfg.eval_batch_size, autocast)
         result.epochs.append(EpochResult(epoch, train_loss, val_loss, val_acc, seconds, seen / seconds))
         result.train_images_per_sec = train_images / train_time
         if progress:

@@ -9,13 +9,15 @@ frontier when one has been run.
 from __future__ import annotations
 
 import base64
+import functools
 import html
 import json
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
+import optuna
 import pandas as pd
 
 from nas.plots import plot_frontier, plot_grid, plot_history
@@ -107,8 +109,66 @@ def render_report(name: str, config: dict, history: pd.DataFrame, winners: pd.Da
         seeds = int(frontier["seeds"].max())
         title, subtitle = frontier_title(config, seeds)
         for x, stem in _frontier_figures(frontier):
-            sections.append(_figure(lambda s, x=x: plot_frontier(frontier, x, s, title, subtitle), stem))
+            sections.append(_figure(functools.partial(plot_frontier, frontier, x, title=title, subtitle=subtitle),
+                                    stem))
         sections.append(_table(frontier.drop(columns=["label", "network"], errors="ignore")))
     body = "\n".join(sections)
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>effnas report: '
             f'{html.escape(name)}</title><style>{_CSS}</style></head><body>\n{body}\n</body></html>\n')
+
+
+def report_parts(study: optuna.Study, config: dict,
+                 progress: Callable[[str], None] | None = None) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame,
+                                                                         str, pd.DataFrame | None]:
+    """(history, winners, family, family caption, grid) of a coefficient or block-level search.
+
+    The family is built from the winner's exact coefficients (`best_coefficients`), as `nas materialize
+    --study` builds it; the tables show them rounded, which would move resolutions by a pixel."""
+    if config.get("arch") is not None:
+        from nas.search.arch import arch_table
+        table = arch_table(study)
+        winners = table[table["best"].notna()].sort_values("best").head(10) if not table.empty else table
+        caption = ("A block-level search has no family of its own: export its best network (nas arch export) "
+                   "and scale it with a coefficient search.")
+        return table, winners, pd.DataFrame(), caption, None
+    from nas.family import compound_family, family_table
+    from nas.search.scale import best_coefficients, ranked_winners, trials_table
+    from nas.spec import load_spec
+    table = trials_table(study)
+    if not ranked_winners(study):
+        return table, pd.DataFrame(), pd.DataFrame(), "No winner yet, so no family.", table
+    winners = table[table["rank"].notna()].sort_values("rank").head(10)
+    alpha, beta, gamma = best_coefficients(study)
+    family = family_table(compound_family(load_spec(config["space"]), alpha, beta, gamma, range(8)),
+                          progress=progress)
+    caption = (f"The best coefficients (alpha {alpha:.4g}, beta {beta:.4g}, gamma {gamma:.4g}) applied to the full-size "
+               f"{config['space']} at its native resolution, phi = 0..7 (nas materialize --study {study.study_name}).")
+    return table, winners, family, caption, table
+
+
+def report_study(name_or_path: str, storage: str | None, out: Path | None,
+                 progress: Callable[[str], None] | None = None) -> tuple[Path, int]:
+    """Write the report of a stored study (default runs/<name>/report.html); (its path, its size in bytes)."""
+    from nas.config import RUNS_DIR
+    from nas.errors import NasError
+    from nas.search.frontier import frontier_table
+    from nas.search.storage import load_stored_study, masked, open_storage
+
+    study, url = load_stored_study(name_or_path, storage)
+    config = study.user_attrs.get("config")
+    if config is None:
+        raise NasError(f"study '{study.study_name}' in {masked(url)} was not created by nas: nothing to report")
+    history, winners, family, caption, grid = report_parts(study, config, progress)
+    if history.empty:
+        raise NasError(f"study '{study.study_name}' has no trials yet: run it first")
+    try:
+        frontier = frontier_table(optuna.load_study(study_name=f"{study.study_name}-frontier",
+                                                    storage=open_storage(url)))
+    except KeyError:
+        frontier = None
+    shown = {**config, "storage": masked(config["storage"])} if config.get("storage") else config
+    page = render_report(study.study_name, shown, history, winners, family, caption, frontier, grid, masked(url))
+    out = out or RUNS_DIR / study.study_name / "report.html"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(page, encoding="utf-8")
+    return out, len(page)

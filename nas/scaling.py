@@ -18,7 +18,8 @@ import math
 from dataclasses import dataclass
 
 from nas.errors import NasError
-from nas.spec import NetworkSpec, StageSpec
+from nas.spec import MAX_RESOLUTION, NetworkSpec, StageSpec
+from nas.validation import InvalidField, integer
 
 PAPER_COEFFICIENTS = (1.2, 1.1, 1.15)  # alpha (depth), beta (width), gamma (resolution)
 
@@ -50,8 +51,15 @@ def round_repeats(repeats: int, depth: float) -> int:
     return int(math.ceil(depth * repeats))
 
 
+MAX_MULTIPLIER = 16.0
+"""Width and depth multipliers above this (256x the parameters of a base) are refused before building."""
+
+
 def round_resolution(resolution: float, multiple: int = 1) -> int:
     """Nearest multiple of `multiple` (1 keeps every pixel; 8 or 32 suit strided backbones)."""
+    rule = integer(1, 256)
+    if not rule(multiple):
+        raise InvalidField("resolution_multiple", multiple, rule.allowed)
     return max(multiple, int(round(resolution / multiple)) * multiple)
 
 
@@ -62,7 +70,16 @@ def compound_dropout(base_dropout: float, phi: float) -> float:
 
 def scale(base: NetworkSpec, width: float, depth: float, resolution: int, dropout: float | None = None,
           name: str | None = None) -> NetworkSpec:
-    """A concrete member of `base`'s family: rounded channels and repeats, the given resolution."""
+    """A concrete member of `base`'s family: rounded channels and repeats, the given resolution.
+
+    The one place every scaled network is made, so the bounds on its size live here: multipliers in
+    (0, 16] and at most 4096 px, checked before anything is built."""
+    for label, value in (("width", width), ("depth", depth)):
+        if not (isinstance(value, (int, float)) and math.isfinite(value) and 0 < value <= MAX_MULTIPLIER):
+            raise NasError(f"{label} multiplier {value} for '{name or base.name}': must be a number in "
+                           f"(0, {MAX_MULTIPLIER:g}]; a larger member would not fit in memory")
+    if not 8 <= resolution <= MAX_RESOLUTION:
+        raise NasError(f"resolution {resolution} px for '{name or base.name}': must be 8..{MAX_RESOLUTION} px")
     if base.is_scaled:
         raise NasError(f"spec '{base.name}' is already scaled (width {base.width_mult}, depth "
                        f"{base.depth_mult}): scale its base network instead")

@@ -19,7 +19,7 @@ assignment with a message naming the stage and the fix. Fused-MBConv stages take
 
 from __future__ import annotations
 
-import math
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ import optuna
 from nas.errors import NasError
 from nas.scaling import round_filters
 from nas.spec import BLOCK_TYPES, NetworkSpec, read_yaml, resolve_space_path, spec_from_dict, validate
+from nas.validation import is_int, is_number, require
 
 CHOICE_KEYS = ("kernel", "expand", "se", "repeats", "block", "channels")
 
@@ -83,8 +84,8 @@ class BlockSpace:
             raise NasError(f"choice '{unknown[0]}' is not known: use s<stage>_<{'|'.join(CHOICE_KEYS)}> "
                            f"with stage 0..{len(self.stages) - 1}")
         stages = []
-        for i, (base_st, st) in enumerate(zip(self.base.stages, self.stages)):
-            get = lambda key, default: picks.get(f"s{i}_{key}", default)  # noqa: E731
+        for i, base_st in enumerate(self.base.stages):
+            get: Callable[..., Any] = lambda key, default, i=i: picks.get(f"s{i}_{key}", default)
             block = get("block", base_st.block)
             se = get("se", base_st.se if block == "mbconv" else 0.0)
             if block == "fused_mbconv" and se:
@@ -124,22 +125,19 @@ def load_space(name_or_path: str | Path) -> BlockSpace:
         if key not in raw:
             return None
         v = raw[key]
-        if not isinstance(v, list) or not v or not all(ok(x) for x in v):
-            raise NasError(f"{src}: field 'choices.{key}' is {v!r}: must be a non-empty list of {allowed_text}")
+        require(isinstance(v, list) and bool(v) and all(ok(x) for x in v), src, f"choices.{key}", v,
+                f"a non-empty list of {allowed_text}")
         return tuple(dict.fromkeys(v))
 
-    is_int = lambda x: isinstance(x, int) and not isinstance(x, bool)  # noqa: E731
-    is_num = lambda x: isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)  # noqa: E731
     kernel = values("kernel", lambda x: is_int(x) and x % 2 == 1 and 1 <= x <= 11, "odd integers in 1..11")
     expand = values("expand", lambda x: is_int(x) and 1 <= x <= 12, "integers in 1..12")
-    se = values("se", lambda x: is_num(x) and 0 <= x <= 1, "ratios in [0, 1]")
+    se = values("se", lambda x: is_number(x) and 0 <= x <= 1, "ratios in [0, 1]")
     offsets = values("repeats", is_int, "integer offsets from the base repeats, such as -1, 0, 1")
     block = values("block", lambda x: x in BLOCK_TYPES, f"block types ({', '.join(BLOCK_TYPES)})")
-    channels = values("channels", lambda x: is_num(x) and x > 0, "positive multipliers of the stage's channels")
+    channels = values("channels", lambda x: is_number(x) and x > 0, "positive multipliers of the stage's channels")
     fixed = raw.get("fixed_stages", [])
-    if not isinstance(fixed, list) or not all(is_int(i) and 0 <= i < len(base.stages) for i in fixed):
-        raise NasError(f"{src}: field 'choices.fixed_stages' is {fixed!r}: must list stage indices "
-                       f"0..{len(base.stages) - 1}")
+    require(isinstance(fixed, list) and all(is_int(i) and 0 <= i < len(base.stages) for i in fixed), src,
+            "choices.fixed_stages", fixed, f"a list of stage indices 0..{len(base.stages) - 1}")
 
     stages: list[StageChoices | None] = []
     for i, st in enumerate(base.stages):
@@ -148,16 +146,13 @@ def load_space(name_or_path: str | Path) -> BlockSpace:
             continue
         reps = tuple(r for r in ((st.repeats + o for o in offsets) if offsets else (st.repeats,)) if r >= 1)
         if not reps:
+            assert offsets is not None, "the base's repeats are at least 1, so only offsets can empty them"
             raise NasError(f"{src}: choices.repeats {list(offsets)} leave stage {i} ({st.repeats} repeats) with no "
                            f"block: add offset 0, or list the stage in choices.fixed_stages")
         chans = tuple(dict.fromkeys(round_filters(st.channels, m) for m in channels)) if channels else (st.channels,)
         stages.append(StageChoices(kernel=kernel or (st.kernel,), expand=expand or (st.expand,),
                                    se=se or (st.se,), repeats=reps, block=block or (st.block,), channels=chans))
     return BlockSpace(name=base.name, base=base, stages=tuple(stages), source=src)
-
-
-def is_block_space(name_or_path: str | Path) -> bool:
-    return "choices" in read_yaml(resolve_space_path(name_or_path))
 
 
 def export_spec(spec: NetworkSpec, name: str, description: str) -> NetworkSpec:

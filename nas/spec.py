@@ -9,7 +9,9 @@ YAML layout, and nothing outside the YAML files knows B0's shape.
 from __future__ import annotations
 
 import dataclasses
-import math
+import importlib.resources
+import itertools
+import operator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,10 +19,14 @@ from typing import Any
 import yaml
 
 from nas.errors import NasError
+from nas.validation import is_int, is_number, require
 
 BLOCK_TYPES = ("mbconv", "fused_mbconv")
+MAX_RESOLUTION = 4096
+"""Networks above this many pixels a side are refused before building (B7 is 600 px)."""
 ACTIVATIONS = ("silu", "relu6", "relu", "hardswish")
-SPACES_DIR = Path(__file__).resolve().parent.parent / "search_spaces"
+SPACES_DIR = Path(str(importlib.resources.files("nas") / "spaces"))
+"""Base networks and block-level spaces shipped in the package (search_spaces/ in a checkout points here)."""
 
 
 @dataclass(frozen=True)
@@ -83,6 +89,19 @@ class NetworkSpec:
     def num_blocks(self) -> int:
         return sum(s.repeats for s in self.stages)
 
+    @property
+    def stage_strides(self) -> tuple[int, ...]:
+        """Total stride (stem stride times every stage stride so far) at the output of each stage.
+
+        The one place the stride chain is computed: the builder, FLOP and latency code all read it here.
+        A stage's output side is ceil(input side / its total stride)."""
+        return tuple(itertools.accumulate((s.stride for s in self.stages), operator.mul,
+                                          initial=self.stem_stride))[1:]
+
+    @property
+    def total_stride(self) -> int:
+        return self.stage_strides[-1]
+
     def blocks(self) -> tuple[BlockSpec, ...]:
         """Expand the stage table into blocks, with the drop-connect rate growing linearly by index."""
         out, in_ch, index, total = [], self.stem_channels, 0, self.num_blocks
@@ -97,7 +116,7 @@ class NetworkSpec:
         return tuple(out)
 
     def replace(self, **changes: Any) -> NetworkSpec:
-        return validate(dataclasses.replace(self, **changes))
+        return validate(dataclasses.replace(self, **changes), f"network {self.name!r}")
 
     def to_dict(self) -> dict[str, Any]:
         """The YAML layout (the inverse of `spec_from_dict`)."""
@@ -129,7 +148,7 @@ def _stage_to_dict(s: StageSpec) -> dict[str, Any]:
 class _FlowStages(yaml.SafeDumper):
     """Writes each stage on one line, so a saved spec reads like the stage table it is."""
 
-    def represent_dict(self, data: dict) -> Any:  # type: ignore[override]
+    def represent_dict(self, data: dict) -> Any:
         node = super().represent_dict(data)
         if "block" in data or set(data) <= {"channels", "stride", "width_scaled", "width", "depth"}:
             node.flow_style = True
@@ -155,7 +174,7 @@ def known_spaces() -> list[str]:
 
 
 def resolve_space_path(name_or_path: str | Path) -> Path:
-    """A path to an existing file, or the name of a file in search_spaces/ (with or without .yaml)."""
+    """A path to an existing file, or the name of a packaged base network or space (with or without .yaml)."""
     p = Path(name_or_path)
     if p.is_file():
         return p
@@ -168,10 +187,29 @@ def resolve_space_path(name_or_path: str | Path) -> Path:
                    f"{', '.join(known_spaces())}")
 
 
+MAX_YAML_BYTES = 1 << 20
+"""Study, network and space files are a few KiB; anything past 1 MiB is not one of them."""
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """SafeLoader that refuses aliases (*name): no effnas file needs them, and a few nested ones expand
+    into billions of values ("billion laughs") that exhaust memory in whatever reads them next."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(None, None, f"alias *{event.anchor} is not allowed: write the "
+                                                          f"value out in full", event.start_mark)
+        return super().compose_node(parent, index)
+
+
 def read_yaml(path: Path) -> dict[str, Any]:
     """Parse a YAML mapping; any parse error becomes one line naming the file and position."""
     try:
-        data = yaml.safe_load(path.read_text())
+        if path.stat().st_size > MAX_YAML_BYTES:
+            raise NasError(f"{path}: {path.stat().st_size:,} bytes is not a study, network or space file "
+                           f"(those are a few KiB; the limit is {MAX_YAML_BYTES:,})")
+        data = yaml.load(path.read_text(), Loader=_NoAliasLoader)   # noqa: S506 (a SafeLoader)
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -182,6 +220,11 @@ def read_yaml(path: Path) -> dict[str, Any]:
         raise NasError(f"{path}: expected a YAML mapping of fields (name, stem, head, stages, ...), "
                        f"got {type(data).__name__}")
     return data
+
+
+def space_file_has_choices(name_or_path: str | Path) -> bool:
+    """Whether a space file is a block-level space (it lists per-stage `choices`), not just a base network."""
+    return "choices" in read_yaml(resolve_space_path(name_or_path))
 
 
 def load_spec(name_or_path: str | Path) -> NetworkSpec:
@@ -236,48 +279,40 @@ def spec_from_dict(d: dict[str, Any], source: str = "<spec>") -> NetworkSpec:
     return validate(spec, source)
 
 
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_num(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
 def validate(spec: NetworkSpec, source: str = "<spec>") -> NetworkSpec:
     """Check every field; raise NasError naming the first bad one and what is allowed."""
     def check(ok: bool, field: str, allowed: str, value: Any) -> None:
-        if not ok:
-            raise NasError(f"{source}: field '{field}' is {value!r}: must be {allowed}")
+        require(ok, source, field, value, allowed)
 
     check(isinstance(spec.name, str) and bool(spec.name), "name", "a non-empty string", spec.name)
     check(spec.activation in ACTIVATIONS, "activation", f"one of {', '.join(ACTIVATIONS)}", spec.activation)
     for field in ("drop_connect", "dropout"):
         v = getattr(spec, field)
-        check(_is_num(v) and 0 <= v < 1, field, "a number in [0, 1)", v)
-    check(_is_int(spec.resolution) and spec.resolution >= 8, "resolution", "an integer >= 8", spec.resolution)
-    check(_is_int(spec.stem_channels) and spec.stem_channels >= 1, "stem.channels", "an integer >= 1",
+        check(is_number(v) and 0 <= v < 1, field, "a number in [0, 1)", v)
+    check(is_int(spec.resolution) and 8 <= spec.resolution <= MAX_RESOLUTION, "resolution",
+          f"an integer in 8..{MAX_RESOLUTION} (pixels a side)", spec.resolution)
+    check(is_int(spec.stem_channels) and spec.stem_channels >= 1, "stem.channels", "an integer >= 1",
           spec.stem_channels)
     check(spec.stem_stride in (1, 2), "stem.stride", "1 or 2 (1 for small images)", spec.stem_stride)
-    check(_is_int(spec.head_channels) and spec.head_channels >= 1, "head.channels", "an integer >= 1",
+    check(is_int(spec.head_channels) and spec.head_channels >= 1, "head.channels", "an integer >= 1",
           spec.head_channels)
     for field in ("stem_width_scaled", "head_width_scaled"):
         check(isinstance(getattr(spec, field), bool), field.replace("_", ".", 1), "true or false",
               getattr(spec, field))
     for field in ("width_mult", "depth_mult"):
         v = getattr(spec, field)
-        check(_is_num(v) and v > 0, f"scaled.{field.split('_')[0]}", "a number > 0", v)
+        check(is_number(v) and v > 0, f"scaled.{field.split('_')[0]}", "a number > 0", v)
     for i, st in enumerate(spec.stages):
         f = f"stages[{i}]"
         check(st.block in BLOCK_TYPES, f"{f}.block", f"one of {', '.join(BLOCK_TYPES)}", st.block)
-        check(_is_int(st.expand) and 1 <= st.expand <= 12, f"{f}.expand", "an integer in 1..12", st.expand)
-        check(_is_int(st.kernel) and st.kernel % 2 == 1 and 1 <= st.kernel <= 11, f"{f}.kernel",
+        check(is_int(st.expand) and 1 <= st.expand <= 12, f"{f}.expand", "an integer in 1..12", st.expand)
+        check(is_int(st.kernel) and st.kernel % 2 == 1 and 1 <= st.kernel <= 11, f"{f}.kernel",
               "an odd integer in 1..11", st.kernel)
         check(st.stride in (1, 2), f"{f}.stride", "1 or 2", st.stride)
-        check(_is_int(st.channels) and st.channels >= 1, f"{f}.channels", "an integer >= 1", st.channels)
-        check(_is_int(st.repeats) and st.repeats >= 1, f"{f}.repeats",
+        check(is_int(st.channels) and st.channels >= 1, f"{f}.channels", "an integer >= 1", st.channels)
+        check(is_int(st.repeats) and st.repeats >= 1, f"{f}.repeats",
               "an integer >= 1 (a stage with no block would drop its stride and channel change)", st.repeats)
-        check(_is_num(st.se) and 0 <= st.se <= 1, f"{f}.se", "a squeeze ratio in [0, 1] (0 = no SE)", st.se)
+        check(is_number(st.se) and 0 <= st.se <= 1, f"{f}.se", "a squeeze ratio in [0, 1] (0 = no SE)", st.se)
         check(isinstance(st.depth_scaled, bool), f"{f}.depth_scaled", "true or false", st.depth_scaled)
         if st.block == "fused_mbconv":
             check(st.se == 0, f"{f}.se", "0 for fused_mbconv (Fused-MBConv has no squeeze-excite)", st.se)

@@ -26,12 +26,14 @@ def run_cli(capsys):
     return run
 
 
+# One torch thread per trial: these networks are too small to gain from a second one, and with CPU-heavy
+# work beside the tests a run on all cores slows several-fold (threads wait for each other).
 TINY_STUDY = """\
 name: {name}
 space: efficientnet_b0
 seed: 0
 proxy: {{dataset: digits, per_class: 30, resolution: 16, width: 0.25, depth: 0.25, stem_stride: 1,
-        train: {{epochs: {epochs}, batch_size: 32}}}}
+        train: {{epochs: {epochs}, batch_size: 32, threads: 1}}}}
 search: {{sampler: {sampler}, target: 2.0, tolerance: 0.15, alpha: [1.0, 1.3], beta: [1.0, 1.2], step: 0.1,
          seeds: {seeds}, trials: {trials}}}
 pruner: {{type: none}}

@@ -9,6 +9,7 @@ import pytest
 import yaml
 from optuna.trial import TrialState
 
+from nas.config import load_study
 from nas.errors import NasError
 from nas.flops import flops_at, params_of
 from nas.pareto import pareto_front
@@ -16,7 +17,6 @@ from nas.search.arch import ArchJob, arch_table, mnasnet_reward
 from nas.search.runner import run_search
 from nas.space import load_space
 from nas.spec import load_spec
-from nas.study import load_study
 
 
 def test_shipped_spaces_drop_choices_that_would_empty_a_stage():

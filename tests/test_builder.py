@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -39,9 +41,28 @@ def test_lite_has_relu6_and_no_se():
 
 def test_se_squeezes_from_block_input_channels(b0):
     model = build_model(b0)
-    block = model.blocks[1]           # 16 -> 24, expand 6: 96 mid channels, squeeze int(16 * 0.25) = 4
+    block = model.stages[1][0]        # 16 -> 24, expand 6: 96 mid channels, squeeze int(16 * 0.25) = 4
     se = next(m for m in block.modules() if isinstance(m, SqueezeExcite))
     assert (se.reduce.in_channels, se.reduce.out_channels) == (96, 4)
+
+
+@pytest.mark.parametrize("name, stem_stride", [("efficientnet_b0", 2), ("efficientnet_b0", 1),
+                                               ("efficientnetv2_s", 2)])
+def test_one_sequential_per_stage_at_the_strides_it_exposes(name, stem_stride):
+    spec = load_spec(name).replace(stem_stride=stem_stride)
+    model = build_model(spec).eval()
+    assert [len(stage) for stage in model.stages] == [st.repeats for st in spec.stages]
+    assert all(isinstance(stage, torch.nn.Sequential) for stage in model.stages)
+    sides = []
+    hooks = [stage.register_forward_hook(lambda mod, inp, out: sides.append(out.shape[-1]))
+             for stage in model.stages]
+    r = 37                            # odd, so each stride-2 stage rounds up
+    with torch.no_grad():
+        model(torch.zeros(1, 3, r, r))
+    for h in hooks:
+        h.remove()
+    assert sides == [math.ceil(r / s) for s in model.stage_strides]
+    assert model.stage_strides[-1] == spec.total_stride == 16 * stem_stride
 
 
 def test_small_images_any_classes_and_channels(b0):

@@ -6,8 +6,7 @@ import pytest
 
 from nas.flops import count_flops, flops_at
 from nas.scaling import paper_member, scale
-from nas.search.constraint import (ProxyFamily, feasible_grid, flops_cost, grid_points, solve_resolution,
-                                   target_member)
+from nas.search.constraint import ProxyFamily, feasible_grid, flops_cost, grid_points, solve_resolution, target_member
 from nas.spec import load_spec
 
 

@@ -143,9 +143,35 @@ def test_image_size_resizes_both_splits():
     assert_standardized(ds)
 
 
-def test_to_moves_every_tensor():
-    ds = load_dataset(per_class=2).to("cpu")
-    assert isinstance(ds, Dataset) and ds.x_train.device.type == "cpu" and ds.num_classes == 10
+TENSOR_FIELDS = ("x_train", "y_train", "x_val", "y_val")
+
+
+def test_to_moves_every_tensor_and_keeps_the_rest():
+    ds = load_dataset(per_class=2)
+    # PyTorch's meta device exists on every machine, so this is a real move even without a GPU.
+    moved = ds.to("meta")
+    assert isinstance(moved, Dataset) and moved is not ds
+    for field in TENSOR_FIELDS:
+        before, after = getattr(ds, field), getattr(moved, field)
+        assert after.device.type == "meta", f"{field} stayed on {after.device}"
+        assert (after.shape, after.dtype) == (before.shape, before.dtype), field
+        assert before.device.type == "cpu", f"the original's {field} moved too"
+    assert (moved.name, moved.num_classes, moved.mean, moved.std) == (ds.name, ds.num_classes, ds.mean, ds.std)
+    assert moved.describe() == ds.describe()
+    # Every trial calls data.to(device): data already there must not be copied again.
+    same = ds.to("cpu")
+    for field in TENSOR_FIELDS:
+        assert getattr(same, field).data_ptr() == getattr(ds, field).data_ptr(), f"{field} was copied"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_to_cuda_and_back_keeps_every_value():
+    ds = load_dataset(per_class=2)
+    on_gpu = ds.to("cuda")
+    assert all(getattr(on_gpu, f).is_cuda for f in TENSOR_FIELDS)
+    back = on_gpu.to("cpu")
+    for field in TENSOR_FIELDS:
+        assert torch.equal(getattr(back, field), getattr(ds, field)), field
 
 
 # --- CIFAR ----------------------------------------------------------------------------------------

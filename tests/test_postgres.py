@@ -23,7 +23,10 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-PG_USER = "effnas"    # the superuser initdb creates; trust auth, so no password
+from nas.search.storage import open_storage
+
+PG_USER = "effnas"    # the superuser initdb creates; trust auth, so the password is not checked
+PASSWORD = "s3cret-pw"
 CLI_TIMEOUT = 300
 NO_FAMILY = ("--phi", "0")   # the run ends by materializing a family, which these tests do not check
 
@@ -93,12 +96,14 @@ def pg_server():
 
 @pytest.fixture
 def pg_url(pg_server, request):
-    """SQLAlchemy URL of an empty database of the test's own, so that no test depends on another
-    having created Optuna's tables first (the first workers on a database create them)."""
+    """URL of an empty database of the test's own, so that no test depends on another having created
+    Optuna's tables first (the first workers on a database create them). It is written as the docs write
+    it (postgresql://, with the effnas[postgres] driver) and carries a password, which the test server's
+    trust authentication ignores and which no output may show."""
     bindir, port = pg_server
     db = re.sub(r"\W", "_", request.node.name).lower()
     _run([str(bindir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", PG_USER, db])
-    return f"postgresql+psycopg2://{PG_USER}@127.0.0.1:{port}/{db}"
+    return f"postgresql://{PG_USER}:{PASSWORD}@127.0.0.1:{port}/{db}"
 
 
 def write_study(tmp_path: Path, name: str) -> Path:
@@ -129,7 +134,7 @@ def check_exit(code: int, stderr: str) -> None:
 
 def complete_trials_once_per_grid_point(url: str, name: str) -> list[optuna.trial.FrozenTrial]:
     """The study's complete trials, after checking each grid point has exactly one, with its results."""
-    study = optuna.load_study(study_name=name, storage=url)
+    study = optuna.load_study(study_name=name, storage=open_storage(url))
     grid = sorted((p["alpha"], p["beta"]) for p in study.user_attrs["grid"])
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     assert sorted(tuple(t.user_attrs.get("grid_point") or ()) for t in complete) == grid
@@ -144,6 +149,7 @@ def test_workers_share_a_postgres_study(pg_url, tmp_path):
     run = subprocess.run(nas("scale", "run", study, "--storage", pg_url, "--workers", "2", *NO_FAMILY),
                          cwd=tmp_path, capture_output=True, text=True, timeout=CLI_TIMEOUT)
     check_exit(run.returncode, run.stderr)
+    assert PASSWORD not in run.stderr + run.stdout
     complete = complete_trials_once_per_grid_point(pg_url, "pgtest")
 
     show = subprocess.run(nas("scale", "show", "pgtest", "--storage", pg_url, "--format", "json"),
@@ -155,6 +161,12 @@ def test_workers_share_a_postgres_study(pg_url, tmp_path):
     for r in rows:
         if r["state"] == "complete":
             assert (r["alpha"], r["beta"]) == pytest.approx(tuple(by_number[r["trial"]]["grid_point"]), abs=1e-3)
+
+    report = subprocess.run(nas("report", "pgtest", "--storage", pg_url, "--out", tmp_path / "r.html"),
+                            cwd=tmp_path, capture_output=True, text=True, timeout=CLI_TIMEOUT)
+    check_exit(report.returncode, report.stderr)
+    page = (tmp_path / "r.html").read_text()
+    assert PASSWORD not in page + report.stderr and f"{PG_USER}:***@127.0.0.1" in page
 
 
 def test_another_machine_joins(pg_url, tmp_path):

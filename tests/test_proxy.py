@@ -8,9 +8,10 @@ import pytest
 import torch
 from torch import nn
 
+from nas.config import TrainConfig
 from nas.data import load_dataset
 from nas.errors import NasError
-from nas.proxy import TrainConfig, lr_factor, recalibrate_bn, train
+from nas.proxy import lr_factor, recalibrate_bn, train
 from nas.scaling import scale
 from nas.spec import load_spec
 
@@ -125,8 +126,12 @@ def test_recalibrated_bn_statistics_are_the_data_statistics():
 
 
 @pytest.mark.parametrize("field, value, match", [
-    ("epochs", 0, "epochs is 0"), ("lr", -1.0, "lr is -1.0"), ("optimizer", "adam", "one of sgd, adamw"),
-    ("amp", "fp8", "auto, bf16 or off"), ("label_smoothing", 1.0, "label_smoothing"),
+    ("epochs", 0, "'epochs' is 0: must be an integer >= 1"), ("epochs", True, "'epochs' is True"),
+    ("epochs", 2.5, "'epochs' is 2.5"), ("lr", -1.0, "'lr' is -1.0"), ("lr", float("nan"), "'lr' is nan"),
+    ("momentum", "abc", "'momentum' is 'abc'"), ("eval_batch_size", 0, "'eval_batch_size' is 0"),
+    ("warmup_epochs", float("inf"), "'warmup_epochs' is inf"), ("optimizer", "adam", "one of sgd, adamw"),
+    ("amp", "fp8", "one of auto, bf16, off"), ("label_smoothing", 1.0, "label_smoothing"),
+    ("device", "tpu", "auto, cpu, cuda or cuda:N"),
 ])
 def test_bad_settings_are_rejected(field, value, match):
     with pytest.raises(NasError, match=match):

@@ -8,8 +8,17 @@ import random
 import pytest
 
 from nas.errors import NasError
-from nas.scaling import (PAPER_TABLE, compound, compound_dropout, compound_multipliers, paper_member,
-                         round_filters, round_repeats, round_resolution, scale)
+from nas.scaling import (
+    PAPER_TABLE,
+    compound,
+    compound_dropout,
+    compound_multipliers,
+    paper_member,
+    round_filters,
+    round_repeats,
+    round_resolution,
+    scale,
+)
 from nas.spec import load_spec
 
 

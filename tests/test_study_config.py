@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from nas.config import load_study
 from nas.errors import NasError
-from nas.study import load_study
 
 STUDIES = sorted(Path(__file__).resolve().parent.parent.joinpath("studies").glob("*.yaml"))
 
@@ -39,10 +39,10 @@ BASE = {"name": "s", "space": "efficientnet_b0", "proxy": {"train": {"epochs": 1
     ({"search": {"cost": "energy"}}, "'search.cost' is 'energy'"),
     ({"search": {"seeds": 0}}, "'search.seeds' is 0"),
     ({"search": {"trials": -1}}, "'search.trials' is -1"),
-    ({"search": {"latency": {"repeats": 1}}}, "repeats is 1"),
+    ({"search": {"latency": {"repeats": 1}}}, "'search.latency.repeats' is 1: must be an integer in 3.."),
     ({"search": {"stepp": 0.1}}, "'search.stepp' is not known"),
     ({"proxy": {"resolution": 4}}, "'proxy.resolution' is 4"),
-    ({"proxy": {"train": {"epochs": 0}}}, "in 'proxy.train': training setting epochs is 0"),
+    ({"proxy": {"train": {"epochs": 0}}}, "'proxy.train.epochs' is 0: must be an integer >= 1"),
     ({"proxy": {"train": {"epoch": 1}}}, "'proxy.train.epoch' is not known"),
     ({"pruner": {"type": "hyperband"}}, "'pruner.type' is 'hyperband'"),
     ({"heartbeat": {"interval": 5, "grace": 5}}, "'heartbeat.grace' is 5"),

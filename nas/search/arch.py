@@ -13,23 +13,26 @@ Storage, workers, resume and failure handling are the runner's, shared with the 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
+from pathlib import Path
+from typing import cast
 
 import optuna
 import pandas as pd
 from optuna.trial import FrozenTrial, TrialState
 
+from nas.config import ArchSettings, StudyConfig
+from nas.device import resolve_device
 from nas.errors import NasError
 from nas.flops import flops_at, params_of
 from nas.latency import measure_spec
-from nas.proxy import resolve_device
+from nas.records import ArchRecord, record, records
 from nas.scaling import scale
-from nas.search.runner import FAIL_REASON, counts_as_finished
-from nas.search.scoring import describe_outcome, make_pruner, proxy_data, recording_failures, train_and_score, train_config
+from nas.search.runner import counts_as_finished
+from nas.search.scoring import describe_outcome, make_pruner, proxy_data, recording_failures, train_and_score
 from nas.space import BlockSpace, load_space
 from nas.spec import NetworkSpec, spec_from_dict
-from nas.study import ArchSettings, StudyConfig
 
 _DIRECTION = {"accuracy": "maximize", "flops": "minimize", "latency": "minimize"}
 
@@ -79,24 +82,21 @@ class ArchJob:
     def done(self, study: optuna.Study) -> bool:
         return sum(counts_as_finished(t) for t in study.get_trials(deepcopy=False)) >= self.settings.trials
 
-    def objective(self, threads: int | None) -> Callable[[optuna.Trial], float | tuple[float, ...]]:
+    def objective(self) -> Callable[[optuna.Trial], float | tuple[float, ...]]:
         space, data = self.space(), proxy_data(self.config)
-        train_cfg = train_config(self.config, threads)
+        train_cfg = self.config.proxy.train
         device = str(resolve_device(train_cfg.device))
         p, s = self.config.proxy, self.settings
 
         def evaluate(trial: optuna.Trial) -> float | tuple[float, ...]:
             start = time.perf_counter()
             spec = space.sample(trial)          # the full-size network; invalid choices never reach here
-            trial.set_user_attr("spec", spec.to_dict())
             mflops = flops_at(spec, spec.resolution) / 1e6
-            trial.set_user_attr("mflops", mflops)
-            trial.set_user_attr("params", params_of(spec))
-            trial.set_user_attr("device", device)
+            record(trial, ArchRecord, spec=spec.to_dict(), mflops=mflops, params=params_of(spec), device=device)
             needs_latency = s.cost == "latency" if s.objective == "reward" else "latency" in s.metrics
             latency = measure_spec(spec, s.latency).median_ms if needs_latency else None
             if latency is not None:
-                trial.set_user_attr("latency_ms", latency)
+                record(trial, ArchRecord, latency_ms=latency)
             proxy = scale(spec, p.width, p.depth, p.resolution, name=f"{spec.name}-proxy")
             if p.stem_stride is not None:
                 proxy = proxy.replace(stem_stride=p.stem_stride)
@@ -104,36 +104,34 @@ class ArchJob:
                                   prune=s.objective == "reward")
             if s.objective == "reward":
                 cost = mflops if s.cost == "flops" else latency
+                assert cost is not None, "a latency cost is measured above (needs_latency)"
                 reward = mnasnet_reward(acc, cost, s.target, s.w)
-                trial.set_user_attr("reward", reward)
+                record(trial, ArchRecord, reward=reward)
                 return reward
-            values = {"accuracy": acc, "flops": mflops, "latency": latency}
+            values = {"accuracy": acc, "flops": mflops}
+            if latency is not None:   # measured exactly when "latency" is one of the metrics
+                values["latency"] = latency
             return tuple(values[m] for m in s.metrics)
 
         return recording_failures(evaluate)
 
     def describe(self, t: FrozenTrial) -> str:
-        a = t.user_attrs
-        if "mflops" not in a:
-            return a.get(FAIL_REASON, "no network")
-        text = f"{a['mflops']:.0f} MFLOPs, {a['params'] / 1e6:.2f} M params"
-        if "latency_ms" in a:
-            text += f", {a['latency_ms']:.2f} ms"
-        return text + describe_outcome(t)
+        r = ArchRecord.from_trial(t)
+        if r.mflops is None or r.params is None:
+            return r.fail_reason or "no network"
+        text = f"{r.mflops:.0f} MFLOPs, {r.params / 1e6:.2f} M params"
+        if r.latency_ms is not None:
+            text += f", {r.latency_ms:.2f} ms"
+        return text + describe_outcome(r, r.reward)
 
 
 # ------------------------------------------------------------------------------------------ results
 
 def arch_table(study: optuna.Study) -> pd.DataFrame:
     """Every trial: cost, accuracy, reward; `best` ranks rewards, or marks the Pareto set (1)."""
-    rows, trials = [], study.get_trials(deepcopy=False)
-    for t in trials:
-        a = t.user_attrs
-        rows.append({"trial": t.number, "state": t.state.name.lower(), "mflops": a.get("mflops"),
-                     "params": a.get("params"), "latency_ms": a.get("latency_ms"), "acc_mean": a.get("acc_mean"),
-                     "acc_std": a.get("acc_std"), "reward": a.get("reward"), "wall_s": a.get("wall_time"),
-                     "reason": a.get(FAIL_REASON, "")})
-    df = pd.DataFrame(rows)
+    df = pd.DataFrame([{"trial": r.number, "state": r.state, "mflops": r.mflops, "params": r.params,
+                        "latency_ms": r.latency_ms, "acc_mean": r.acc_mean, "acc_std": r.acc_std, "reward": r.reward,
+                        "wall_s": r.wall_time, "reason": r.fail_reason or ""} for r in records(study, ArchRecord)])
     if df.empty:
         return df
     best = {t.number: i + 1 for i, t in enumerate(best_trials(study))}
@@ -145,7 +143,8 @@ def best_trials(study: optuna.Study) -> list[FrozenTrial]:
     """Single objective: complete trials by reward, best first. Several: the Pareto set (Optuna's)."""
     if len(study.directions) == 1:
         done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        return sorted(done, key=lambda t: (-t.value, t.number))
+        # A complete trial of a single-objective study always has a value.
+        return sorted(done, key=lambda t: (-cast(float, t.value), t.number))
     return sorted(study.best_trials, key=lambda t: -t.values[0])
 
 
@@ -153,9 +152,20 @@ def trial_spec(study: optuna.Study, number: int) -> NetworkSpec:
     trials = {t.number: t for t in study.get_trials(deepcopy=False)}
     if number not in trials:
         raise NasError(f"study '{study.study_name}' has no trial {number}: see nas arch show {study.study_name}")
-    t = trials[number]
-    if t.state != TrialState.COMPLETE or "spec" not in t.user_attrs:
-        raise NasError(f"trial {number} of '{study.study_name}' is {t.state.name.lower()}, not complete: export "
+    r = ArchRecord.from_trial(trials[number])
+    if r.state != "complete" or r.spec is None:
+        raise NasError(f"trial {number} of '{study.study_name}' is {r.state}, not complete: export "
                        f"a complete trial (nas arch show lists them)")
-    return spec_from_dict(t.user_attrs["spec"], source=f"{study.study_name} trial {number}")
+    return spec_from_dict(r.spec, source=f"{study.study_name} trial {number}")
 
+
+
+def export_trial(study: optuna.Study, number: int, out: Path, name: str | None = None) -> NetworkSpec:
+    """Write trial `number`'s network as a base-network file that scale and materialize accept."""
+    from nas.space import export_spec
+    from nas.spec import save_spec
+
+    spec = export_spec(trial_spec(study, number), name=name or out.stem,
+                       description=f"trial {number} of block-level study {study.study_name}")
+    save_spec(spec, out)
+    return spec

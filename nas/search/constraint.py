@@ -11,14 +11,14 @@ Cost is measured FLOPs (fvcore) or, in hardware mode, measured latency on a devi
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Callable
 
+from nas.config import LatencySettings, StudyConfig
 from nas.flops import flops_at
-from nas.latency import LatencySettings, measure_spec
+from nas.latency import measure_spec
 from nas.scaling import scale
 from nas.spec import NetworkSpec, load_spec
-from nas.study import StudyConfig
 
 CostFn = Callable[[NetworkSpec, int], float]
 
@@ -155,7 +155,8 @@ def feasible_grid(base: NetworkSpec, alpha: tuple[float, float], beta: tuple[flo
     (smallest alpha, then beta) is kept, so no network is trained twice.
     """
     points = [(a, b) for a, b in grid_points(alpha, beta, step) if a * b * b <= target * (1 + tolerance)]
-    feasible, seen = [], {}
+    feasible: list[Candidate] = []
+    seen: dict[tuple, Candidate] = {}
     for i, (a, b) in enumerate(points, 1):
         cand = solve_resolution(base, a, b, cost, target, tolerance)
         key = network_key(target_member(base, a, b, cand.resolution1))

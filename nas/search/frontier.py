@@ -19,30 +19,34 @@ timings are not disturbed by training in other workers.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import hashlib
 import math
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any
 
 import optuna
 import pandas as pd
 from optuna.trial import FrozenTrial, TrialState
 
+from nas.config import LatencySettings, StudyConfig
+from nas.device import resolve_device
 from nas.errors import NasError
 from nas.flops import flops_at, params_of
-from nas.latency import LatencySettings, measure_spec
+from nas.latency import measure_spec, measurement_conditions
 from nas.pareto import pareto_front
-from nas.proxy import resolve_device
+from nas.records import FrontierRunRecord, record, records
 from nas.scaling import PAPER_COEFFICIENTS, check_coefficients
 from nas.search.constraint import ProxyFamily, network_key, proxy_family
-from nas.search.runner import FAIL_REASON, all_finished, claim_queued, enqueue_missing, queued_key
-from nas.search.scoring import describe_outcome, proxy_data, recording_failures, train_and_score, train_config
+from nas.search.runner import all_finished, claim_queued, enqueue_missing
+from nas.search.scoring import describe_outcome, proxy_data, recording_failures, train_and_score
 from nas.spec import NetworkSpec, spec_from_dict
-from nas.study import StudyConfig
 
-RUN = "frontier_run"          # user attr of an enqueued trial: [network id, seed]
+RUN = "frontier_run"          # FrontierRunRecord.frontier_run: [network id, seed] of an enqueued trial
 MEMBER = "member:"            # study attr prefix: member:<family>:<phi> -> the member's description
 NETWORK = "network:"          # study attr prefix: network:<id> -> the network's spec
 SINGLE_DIMENSIONS = ("width", "depth", "resolution")
@@ -75,6 +79,87 @@ def paper_family() -> Family:
 
 def single_families() -> list[Family]:
     return [Family(d, f"{d} only") for d in SINGLE_DIMENSIONS]
+
+
+KNOWN_FAMILIES = ("searched", "paper", *SINGLE_DIMENSIONS)
+
+
+def searched_families(configs: list[StudyConfig], studies: list[optuna.Study],
+                      given: tuple[float, float, float] | None) -> list[Family]:
+    """The compound families to compare: coefficients given by hand, then each study's winner."""
+    from nas.search.scale import best_coefficients
+
+    families = [compound_family("given", *given)] if given else []
+    for cfg, study in zip(configs, studies):
+        if cfg.arch is not None:
+            raise NasError(f"{cfg.source} is a block-level search: export its best network (nas arch export), "
+                           f"run a coefficient search on it, and give that study")
+        try:
+            coefficients = best_coefficients(study)
+        except NasError:
+            if given:
+                continue      # the study only lends its proxy to the coefficients given
+            raise
+        name = "searched" if len(configs) == 1 else cfg.name
+        families.append(compound_family(name, *coefficients, what=f"searched: {cfg.name}"))
+    return families
+
+
+def _proxy_identity(cfg: StudyConfig) -> dict:
+    return {"space": cfg.space, "proxy": cfg.to_dict()["proxy"], "seed": cfg.seed}
+
+
+@dataclass(frozen=True)
+class FrontierPlan:
+    job: FrontierJob
+    search_table: pd.DataFrame        # the first study's trials (its grid figure)
+
+
+def plan_frontier(study_args: list[str], storage: str | None, families_text: str,
+                  given: tuple[float | None, float | None, float | None], phis_text: str, seeds: int,
+                  tolerance: float, latency_device: str | None) -> FrontierPlan:
+    """The frontier a `nas frontier` invocation asks for: which studies lend their proxy and winners,
+    which families, which phis and seeds, and where latency is timed (None: not at all; "": the study's
+    search.latency device)."""
+    from nas.family import parse_phis
+    from nas.search.scale import trials_table
+    from nas.search.storage import find_study_config, load_stored_study
+
+    if any(v is not None for v in given) and any(v is None for v in given):
+        raise NasError("give all three of --alpha, --beta and --gamma, or none (to use the studies' winners)")
+    configs = [find_study_config(s, storage) for s in study_args]
+    studies = [load_stored_study(c.name, c.storage_url())[0] for c in configs]
+    cfg = configs[0]
+    for other in configs[1:]:
+        if _proxy_identity(other) != _proxy_identity(cfg):
+            raise NasError(f"studies {cfg.name} and {other.name} train different proxies (base, data or budget): "
+                           f"a frontier compares families on one proxy; run one frontier per study")
+    wanted = [f.strip() for f in families_text.split(",") if f.strip()]
+    unknown = [f for f in wanted if f not in KNOWN_FAMILIES]
+    if unknown:
+        raise NasError(f"--families {unknown[0]!r} is not known: use some of {','.join(KNOWN_FAMILIES)}")
+    coefficients = None if given[0] is None else (float(given[0]), float(given[1]), float(given[2]))  # type: ignore[arg-type]
+    families = searched_families(configs, studies, coefficients) if "searched" in wanted else []
+    if not families:
+        raise NasError("--families must include searched: the baselines are matched to the searched family's FLOPs")
+    if "paper" in wanted:
+        families.append(paper_family())
+    families += [f for f in single_families() if f.name in wanted]
+    latency = None
+    if latency_device is not None:
+        latency = cfg.search.latency
+        if latency_device:
+            latency = dataclasses.replace(latency, device=latency_device)
+    job = FrontierJob(cfg, tuple(families), tuple(parse_phis(phis_text)), seeds=seeds, tolerance=tolerance,
+                      latency=latency)
+    return FrontierPlan(job, trials_table(studies[0]))
+
+
+def frontier_results(job: FrontierJob, study: optuna.Study) -> pd.DataFrame:
+    """The frontier table restricted to what `job` asked for (a study may hold more phis or families)."""
+    table = frontier_table(study)
+    table = table[table["family"].isin([f.name for f in job.families]) & table["phi"].isin(job.phis)]
+    return table.reset_index(drop=True)
 
 
 def network_id(spec: NetworkSpec) -> str:
@@ -147,7 +232,9 @@ class FrontierJob:
     # ----------------------------------------------------------------------------------- members
     def members(self, study: optuna.Study, progress: Callable[[str], None]) -> list[dict]:
         """Every requested (family, phi) member, described and stored in the study. Latency is measured
-        once per network: a network measured before (in this study) keeps its figure."""
+        once per network and measurement conditions (device and its hardware, runtime, batch, threads,
+        warm-up, repeats; stored beside the figure): a network measured before under the same conditions
+        keeps its figure, other settings measure again."""
         data, proxy = proxy_data(self.config), proxy_family(self.config)
         shape = (data.in_channels, data.num_classes)
 
@@ -156,8 +243,11 @@ class FrontierJob:
 
         reference = next(f for f in self.families if f.kind == "compound")
         stored = study.user_attrs
-        # One measurement per network, kept across runs: a shared network (phi = 0) has one latency.
-        latencies = {m["network"]: m["latency_ms"] for m in _members(stored) if "latency_ms" in m}
+        conditions = None if self.latency is None else {
+            **measurement_conditions(self.latency), "warmup": self.latency.warmup, "repeats": self.latency.repeats}
+        # One measurement per network and conditions, kept across runs: a shared network (phi = 0) has one.
+        latencies = {m["network"]: m["latency_ms"] for m in _members(stored)
+                     if "latency_ms" in m and m.get("latency_conditions") == conditions}
         out = []
         for phi in sorted(self.phis):
             ref_spec = self._compound(proxy, reference, phi)
@@ -166,7 +256,8 @@ class FrontierJob:
                 old = stored.get(key)
                 # A member stored by an earlier run of the same request is reused: matching costs traces.
                 signature = repr((family, reference, self.tolerance))
-                if old and old.get("signature") == signature and (self.latency is None or "latency_ms" in old):
+                if old and old.get("signature") == signature and (
+                        conditions is None or ("latency_ms" in old and old.get("latency_conditions") == conditions)):
                     out.append(old)
                     continue
                 if family.kind == "compound":
@@ -174,10 +265,10 @@ class FrontierJob:
                 else:    # nominal guess: FLOPs grow with depth, and with width and resolution squared
                     ratio = flops(ref_spec) / flops(proxy.phi0)
                     guess = ratio if family.name == "depth" else math.sqrt(ratio)
-                    _, spec = match_flops(lambda m: self._single(proxy, family.name, m), flops, flops(ref_spec),
+                    _, spec = match_flops(functools.partial(self._single, proxy, family.name), flops, flops(ref_spec),
                                           guess)
                 net = network_id(spec)
-                member = {
+                member: dict[str, Any] = {
                     "family": family.name, "label": family.label, "kind": family.kind, "phi": phi,
                     "alpha": family.alpha, "beta": family.beta, "gamma": family.gamma, "network": net,
                     "width": spec.width_mult / proxy.width, "depth": spec.depth_mult / proxy.depth,
@@ -197,7 +288,7 @@ class FrontierJob:
                              f"{self.latency.device}")
                     latencies[net] = measure_spec(spec, self.latency, spec.resolution, *shape).median_ms
                 if net in latencies:
-                    member["latency_ms"] = latencies[net]
+                    member["latency_ms"], member["latency_conditions"] = latencies[net], conditions
                 if old != member:
                     study.set_user_attr(key, member)
                 if f"{NETWORK}{net}" not in stored:
@@ -230,9 +321,9 @@ class FrontierJob:
     def done(self, study: optuna.Study) -> bool:
         return all_finished(study, RUN, [tuple(r) for r in study.user_attrs.get("requested", [])])
 
-    def objective(self, threads: int | None) -> Callable[[optuna.Trial], float]:
+    def objective(self) -> Callable[[optuna.Trial], float]:
         data = proxy_data(self.config)
-        train_cfg = train_config(self.config, threads)
+        train_cfg = self.config.proxy.train
         device = str(resolve_device(train_cfg.device))
 
         def evaluate(trial: optuna.Trial) -> float:
@@ -240,21 +331,20 @@ class FrontierJob:
             net, seed = claim_queued(trial, RUN)
             attrs = trial.study.user_attrs
             spec = spec_from_dict(attrs[f"{NETWORK}{net}"])
-            trial.set_user_attr("members", [f"{m['family']} phi {m['phi']:g}" for m in _members(attrs)
-                                            if m["network"] == net])
-            trial.set_user_attr("resolution", spec.resolution)
-            trial.set_user_attr("device", device)
+            record(trial, FrontierRunRecord, members=[f"{m['family']} phi {m['phi']:g}" for m in _members(attrs)
+                                                      if m["network"] == net],
+                   resolution=spec.resolution, device=device)
             return train_and_score(trial, spec, data, train_cfg, 1, self.config.seed + seed, start, prune=False)
 
         return recording_failures(evaluate)
 
     def describe(self, t: FrozenTrial) -> str:
-        key = queued_key(t, RUN)
-        if key is None:
-            return t.user_attrs.get(FAIL_REASON, "no run")
-        net, seed = key
-        names = ", ".join(t.user_attrs.get("members", [])) or f"network {net}"
-        return f"{names} ({t.user_attrs.get('resolution', '?')} px), seed {seed}" + describe_outcome(t)
+        r = FrontierRunRecord.from_trial(t)
+        if not r.frontier_run:
+            return r.fail_reason or "no run"
+        net, seed = r.frontier_run
+        names = ", ".join(r.members or []) or f"network {net}"
+        return f"{names} ({r.resolution or '?'} px), seed {seed}" + describe_outcome(r)
 
 
 def _members(attrs: dict) -> list[dict]:
@@ -268,10 +358,9 @@ def frontier_table(study: optuna.Study) -> pd.DataFrame:
     over every finished seed (mean, standard deviation, min, max), with the accuracy-vs-FLOPs Pareto
     front marked. Members without a finished run have NaN accuracy and 0 seeds."""
     accuracies: dict[str, list[float]] = {}
-    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        key = queued_key(t, RUN)
-        if key is not None and "acc_mean" in t.user_attrs:
-            accuracies.setdefault(key[0], []).append(t.user_attrs["acc_mean"])
+    for r in records(study, FrontierRunRecord, states=(TrialState.COMPLETE,)):
+        if r.frontier_run and r.acc_mean is not None:
+            accuracies.setdefault(r.frontier_run[0], []).append(r.acc_mean)
     rows = []
     for m in sorted(_members(study.user_attrs), key=lambda m: (m["order"], m["phi"])):
         accs = accuracies.get(m["network"], [])

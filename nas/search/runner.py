@@ -14,23 +14,21 @@ Protocol, shared by every kind of search (a `SearchJob`):
 from __future__ import annotations
 
 import multiprocessing
-import os
 import sys
 import time
-from typing import Callable, Protocol
+from collections.abc import Callable, Sequence
+from typing import Any, Literal, Protocol, cast
 
 import optuna
 from optuna.storages import fail_stale_trials
 from optuna.trial import FrozenTrial, TrialState
 
+from nas.config import StudyConfig
 from nas.errors import NasError, SearchAborted
-from nas.study import StudyConfig, open_storage
+from nas.records import TrialRecord, record
+from nas.search.storage import masked, open_storage, storage_failure
 
-FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
-FAIL_REASON = "fail_reason"      # user attr set on trials that failed for a reason of their own
-FAIL_TRACEBACK = "fail_traceback"  # user attr of a trial that raised an exception (a bug or bad setting)
 MAX_FAILURES_IN_A_ROW = 3
-SKIPPED = "skipped"              # user attr of a trial that found no queued work (a race at the end)
 
 
 class SearchJob(Protocol):
@@ -43,16 +41,13 @@ class SearchJob(Protocol):
     def create_pruner(self) -> optuna.pruners.BasePruner: ...
     def prepare(self, study: optuna.Study, progress: Callable[[str], None]) -> None: ...
     def done(self, study: optuna.Study) -> bool: ...
-    def objective(self, threads: int | None) -> Callable[[optuna.Trial], float]: ...
+    def objective(self) -> Callable[[optuna.Trial], float | Sequence[float]]: ...
     def describe(self, trial: FrozenTrial) -> str: ...
 
 
 def counts_as_finished(t: FrozenTrial) -> bool:
     """Finished for good: complete, pruned, or failed for a reason of its own (not interrupted or killed)."""
-    if t.user_attrs.get(SKIPPED):
-        return False
-    return t.state in (TrialState.COMPLETE, TrialState.PRUNED) or (
-        t.state == TrialState.FAIL and FAIL_REASON in t.user_attrs)
+    return TrialRecord.from_trial(t).finished_for_good
 
 
 # ------------------------------------------------------------------------------- queued work
@@ -82,14 +77,14 @@ def claim_queued(trial: optuna.Trial, attr: str) -> tuple:
     aside as a SKIPPED pruned trial; an item whose trials all stepped aside is re-queued by `prepare`."""
     key = queued_key(trial, attr)      # type: ignore[arg-type]
     if key is None:
-        trial.set_user_attr(SKIPPED, "no queued work left: another worker took the last item")
+        record(trial, TrialRecord, skipped="no queued work left: another worker took the last item")
         raise optuna.TrialPruned()
     for t in trial.study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.COMPLETE,
                                                              TrialState.PRUNED, TrialState.FAIL)):
         if t.number == trial.number or queued_key(t, attr) != key:
             continue
         if counts_as_finished(t) or (t.state == TrialState.RUNNING and t.number < trial.number):
-            trial.set_user_attr(SKIPPED, f"{attr} {list(key)} already taken by trial {t.number}")
+            record(trial, TrialRecord, skipped=f"{attr} {list(key)} already taken by trial {t.number}")
             raise optuna.TrialPruned()
     return key
 
@@ -99,9 +94,11 @@ def all_finished(study: optuna.Study, attr: str, keys: list[tuple]) -> bool:
     return all(k in finished for k in keys)
 
 
-def create_or_load(job: SearchJob, storage: optuna.storages.BaseStorage, worker: int = 0) -> optuna.Study:
+def create_or_load(job: SearchJob, storage: optuna.storages.BaseStorage, url: str, worker: int = 0) -> optuna.Study:
     cfg = job.config
-    study = optuna.create_study(study_name=job.study_name, storage=storage, directions=job.directions,
+    # Jobs set `directions` as a plain class attribute (list[str]); its values are "minimize"/"maximize".
+    directions = cast("list[Literal['minimize', 'maximize']]", job.directions)
+    study = optuna.create_study(study_name=job.study_name, storage=storage, directions=directions,
                                 sampler=job.create_sampler(worker), pruner=job.create_pruner(),
                                 load_if_exists=True)
     stored = study.user_attrs.get("fingerprint")
@@ -110,35 +107,63 @@ def create_or_load(job: SearchJob, storage: optuna.storages.BaseStorage, worker:
         study.set_user_attr("config", cfg.to_dict())
         study.set_user_attr("kind", type(job).__name__)
     elif stored != cfg.fingerprint():
-        raise NasError(f"study '{job.study_name}' in {cfg.storage_url()} was run with a different definition than "
-                       f"{cfg.source}: give the changed study a new name, or delete {cfg.run_dir} to start over")
+        start_over = (f"delete {cfg.run_dir} to start over" if url == cfg.storage_url(None) and not cfg.storage else
+                      f"delete the study from that database to start over (optuna delete-study --study-name "
+                      f"{job.study_name} --storage URL)")
+        raise NasError(f"study '{job.study_name}' in {masked(url)} was run with a different definition than "
+                       f"{cfg.source}: give the changed study a new name, or {start_over}")
     return study
 
 
-def _threads_per_worker(workers: int) -> int:
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, cores // workers)
+def built_from(cfg: StudyConfig) -> dict[str, str]:
+    """Digests of what a study's results depend on beyond its file: the resolved base network (or
+    block-level space) and the data. Comments and layout of the network file do not count."""
+    import hashlib
+    import json
+
+    from nas.data import source_fingerprint
+    from nas.spec import read_yaml, resolve_space_path
+
+    network = json.dumps(read_yaml(resolve_space_path(cfg.space)), sort_keys=True, default=str)
+    return {"space": hashlib.sha256(network.encode()).hexdigest()[:16],
+            "data": source_fingerprint(cfg.proxy.dataset)}
 
 
-def worker_loop(job: SearchJob, storage_url: str, worker: int, threads: int | None,
+def check_built_from(study: optuna.Study, now: dict[str, str], cfg: StudyConfig) -> None:
+    """Record what the study is built from (`now`, from `built_from`) on its first run; refuse to resume on a
+    changed network or data set, which would mix trials of two different problems in one ranking."""
+    before = study.user_attrs.get("built_from")
+    if before is None:          # a new study, or one made before effnas recorded this
+        study.set_user_attr("built_from", now)
+        return
+    changed = [what for what in ("space", "data") if before.get(what) != now[what]]
+    if changed:
+        what = {"space": f"the base network '{cfg.space}'", "data": f"the data set '{cfg.proxy.dataset}'"}
+        raise NasError(f"study '{study.study_name}' was run on another version of "
+                       f"{' and '.join(what[c] for c in changed)}: its finished trials do not compare with new ones; "
+                       f"restore the old version, or give the study a new name (field 'name') to start a new one")
+
+
+def worker_loop(job: SearchJob, storage_url: str, worker: int,
                 progress: Callable[[str], None]) -> None:
     optuna.logging.set_verbosity(optuna.logging.ERROR)   # each trial reports through `progress`
     storage = open_storage(storage_url, job.config.heartbeat)
-    study = create_or_load(job, storage, worker)
-    objective = job.objective(threads)
+    study = create_or_load(job, storage, storage_url, worker)
+    objective = job.objective()
 
     failures_in_a_row = 0
 
     def report(study: optuna.Study, trial: FrozenTrial) -> None:
         nonlocal failures_in_a_row
-        if trial.user_attrs.get(SKIPPED):
+        outcome = TrialRecord.from_trial(trial)
+        if outcome.skipped:
             return
-        progress(f"[worker {worker}] trial {trial.number} {trial.state.name.lower()}: {job.describe(trial)}")
-        failures_in_a_row = failures_in_a_row + 1 if FAIL_TRACEBACK in trial.user_attrs else 0
+        progress(f"[worker {worker}] trial {trial.number} {outcome.state}: {job.describe(trial)}")
+        failures_in_a_row = failures_in_a_row + 1 if outcome.fail_traceback else 0
         if failures_in_a_row >= MAX_FAILURES_IN_A_ROW:
             raise SearchAborted(f"{failures_in_a_row} trials in a row raised an error, the last: "
-                                f"{trial.user_attrs.get(FAIL_REASON)}; its traceback is in the trial's "
-                                f"'{FAIL_TRACEBACK}' attribute (nas scale show --format json)")
+                                f"{outcome.fail_reason}; its traceback is in the trial's "
+                                f"'fail_traceback' attribute (nas scale show --format json)")
 
     waited_for: set[int] = set()
     while True:
@@ -168,39 +193,73 @@ def worker_loop(job: SearchJob, storage_url: str, worker: int, threads: int | No
             time.sleep(1)
 
 
-def _worker_main(job: SearchJob, storage_url: str, worker: int, threads: int) -> None:
+BAD_INPUT = 2       # a worker's exit code when it stopped on a NasError (reported once, by the launcher)
+
+
+def _worker_main(job: SearchJob, storage_url: str, worker: int, errors: Any) -> None:
     try:
-        worker_loop(job, storage_url, worker, threads, _stderr)
+        worker_loop(job, storage_url, worker, _stderr)
     except KeyboardInterrupt:
         sys.exit(130)
     except SearchAborted as e:
         _stderr(f"[worker {worker}] stopped: {e}")
         sys.exit(3)
+    except NasError as e:      # the launcher says it once, for all workers
+        errors.put(str(e))
+        sys.exit(BAD_INPUT)
 
 
 def _stderr(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def run_search(job: SearchJob, workers: int = 1, storage_url: str | None = None,
-               progress: Callable[[str], None] = _stderr) -> optuna.Study:
-    """Create or resume the study, then run `workers` worker processes (in this process when 1)."""
+def check_workers(workers: int, device: str, force: bool = False) -> None:
+    """Workers beyond the cores (or, training on CUDA, the GPUs) only slow each other down, and each one
+    holds a copy of the data: refuse them unless forced."""
     if workers < 1:
         raise NasError(f"--workers {workers}: give 1 or more worker processes")
+    from nas.device import default_threads, resolve_device
+
+    on_gpu = resolve_device(device).type == "cuda"
+    if on_gpu:
+        import torch
+        limit, what = torch.cuda.device_count(), "GPU(s)"
+    else:
+        limit, what = default_threads(), "CPU cores"
+    if workers > limit and not force:
+        raise NasError(f"--workers {workers}: this machine has {limit} {what}, and more workers than that only "
+                       f"slow each other down: give --workers {limit} or fewer, or add --force-workers")
+
+
+def run_search(job: SearchJob, workers: int = 1, storage_url: str | None = None,
+               progress: Callable[[str], None] = _stderr, force_workers: bool = False) -> optuna.Study:
+    """Create or resume the study, then run `workers` worker processes (in this process when 1).
+
+    Everything a worker would fail on at start (the data source, the storage) is checked here first, so a
+    bad input is one line from the launcher, not one traceback per worker."""
+    from nas.search.scoring import proxy_data
+
+    check_workers(workers, job.config.proxy.train.device, force_workers)
+    inputs = built_from(job.config)     # a missing data set or network fails here, before storage is made
+    proxy_data(job.config)              # so does a data set that cannot be read or subset
     url = job.config.storage_url(storage_url)
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     storage = open_storage(url, job.config.heartbeat)
-    study = create_or_load(job, storage)
+    try:
+        study = create_or_load(job, storage, url)
+    except optuna.exceptions.StorageInternalError as e:
+        raise storage_failure(url, e.__cause__ or e) from None
+    check_built_from(study, inputs, job.config)
     done_before = sum(counts_as_finished(t) for t in study.get_trials(deepcopy=False))
     if done_before:
-        progress(f"resuming study '{job.study_name}' ({url}): {done_before} finished trials kept")
+        progress(f"resuming study '{job.study_name}' ({masked(url)}): {done_before} finished trials kept")
     job.prepare(study, progress)
-    threads = _threads_per_worker(workers)
     if workers == 1:
-        worker_loop(job, url, 0, job.config.proxy.train.threads or threads, progress)
+        worker_loop(job, url, 0, progress)
     else:
         ctx = multiprocessing.get_context("spawn")   # fresh interpreters: no forked torch thread pools
-        procs = [ctx.Process(target=_worker_main, args=(job, url, i, threads), name=f"nas-worker-{i}")
+        errors = ctx.SimpleQueue()
+        procs = [ctx.Process(target=_worker_main, args=(job, url, i, errors), name=f"nas-worker-{i}")
                  for i in range(workers)]
         for p in procs:
             p.start()
@@ -214,6 +273,8 @@ def run_search(job: SearchJob, workers: int = 1, storage_url: str | None = None,
         bad = {p.name: p.exitcode for p in procs if p.exitcode != 0}
         if bad and all(code == 130 for code in bad.values()):
             raise KeyboardInterrupt
+        if BAD_INPUT in bad.values():
+            raise NasError(errors.get())
         if 3 in bad.values():
             raise SearchAborted("workers stopped after repeated trial errors (see above)")
         if bad:

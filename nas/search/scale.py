@@ -15,25 +15,33 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import optuna
 import pandas as pd
 from optuna.trial import FrozenTrial, TrialState
 
+from nas.config import StudyConfig, TrainConfig
+from nas.device import resolve_device
 from nas.errors import NasError
 from nas.flops import flops_at, params_of
-from nas.proxy import TrainConfig, resolve_device
-from nas.search.constraint import (Candidate, ProxyFamily, feasible_grid, flops_cost, latency_cost,
-                                   proxy_family, solve_resolution, target_member)
-from nas.search.runner import FAIL_REASON, SKIPPED, all_finished, claim_queued, counts_as_finished, enqueue_missing
-from nas.search.scoring import describe_outcome, make_pruner, proxy_data, recording_failures, train_and_score, train_config
+from nas.records import CoefficientRecord, record, records
+from nas.search.constraint import (
+    Candidate,
+    ProxyFamily,
+    feasible_grid,
+    flops_cost,
+    latency_cost,
+    proxy_family,
+    solve_resolution,
+    target_member,
+)
+from nas.search.runner import all_finished, claim_queued, enqueue_missing
+from nas.search.scoring import describe_outcome, make_pruner, proxy_data, recording_failures, train_and_score
 from nas.spec import NetworkSpec, load_spec
-from nas.study import StudyConfig
 
-
-GRID_POINT = "grid_point"   # user attr of an enqueued grid trial: [alpha, beta], set before it runs
+GRID_POINT = "grid_point"   # CoefficientRecord.grid_point: [alpha, beta] of an enqueued grid trial
 
 
 @dataclass
@@ -105,8 +113,8 @@ class ScaleJob:
             grid = study.user_attrs.get("grid") or []
             return all_finished(study, GRID_POINT, [(p["alpha"], p["beta"]) for p in grid])
         s = self.config.search
-        finished = [t for t in study.get_trials(deepcopy=False) if counts_as_finished(t)]
-        feasible = [t for t in finished if t.user_attrs.get("feasible")]
+        finished = [r for r in records(study, CoefficientRecord) if r.finished_for_good]
+        feasible = [r for r in finished if r.feasible]
         return len(feasible) >= s.trials or len(finished) >= 5 * s.trials
 
     # ------------------------------------------------------------------------------- objective
@@ -121,9 +129,9 @@ class ScaleJob:
         share = trial.suggest_float("beta_share", 0.0, 1.0)
         return alpha, s.beta[0] + share * max(0.0, beta_hi - s.beta[0])
 
-    def objective(self, threads: int | None) -> Callable[[optuna.Trial], float]:
+    def objective(self) -> Callable[[optuna.Trial], float]:
         data, family, cost = proxy_data(self.config), self.family(), self.cost()
-        train_cfg = train_config(self.config, threads)
+        train_cfg = self.config.proxy.train
         device = str(resolve_device(train_cfg.device))
         full_base = self.target_base()
         return recording_failures(
@@ -136,95 +144,93 @@ class ScaleJob:
         cand = solve_resolution(full_base, alpha, beta, cost, s.target, s.tolerance)
         record_candidate(trial, cand, s.cost)
         if not cand.feasible:
-            trial.set_user_attr("wall_time", time.perf_counter() - start)
+            record(trial, CoefficientRecord, wall_time=time.perf_counter() - start)
             return 0.0    # not trained; the constraint violation tells the sampler why
         full1 = target_member(full_base, alpha, beta, cand.resolution1)
         flops0, flops1 = flops_at(full_base, full_base.resolution), flops_at(full1, full1.resolution)
-        trial.set_user_attr("widths", [st.channels for st in full1.stages])
-        trial.set_user_attr("depths", [st.repeats for st in full1.stages])
-        trial.set_user_attr("stem_head", [full1.stem_channels, full1.head_channels])
-        trial.set_user_attr("params", params_of(full1))
-        trial.set_user_attr("flops0", flops0)
-        trial.set_user_attr("flops1", flops1)
-        trial.set_user_attr("flops_ratio", flops1 / flops0)
         # What the proxy actually trains: the down-scaled phi = 1 network at the proxy resolution.
         spec1 = family.member(alpha, beta, cand.gamma)
         shape = (data.in_channels, data.num_classes)
-        trial.set_user_attr("proxy_resolution", spec1.resolution)
-        trial.set_user_attr("proxy_params", params_of(spec1, *shape))
-        trial.set_user_attr("proxy_flops_ratio", flops_at(spec1, spec1.resolution, *shape)
-                            / flops_at(family.phi0, family.phi0.resolution, *shape))
-        trial.set_user_attr("device", device)
+        record(trial, CoefficientRecord, widths=[st.channels for st in full1.stages],
+               depths=[st.repeats for st in full1.stages], stem_head=[full1.stem_channels, full1.head_channels],
+               params=params_of(full1), flops0=flops0, flops1=flops1, flops_ratio=flops1 / flops0,
+               proxy_resolution=spec1.resolution, proxy_params=params_of(spec1, *shape),
+               proxy_flops_ratio=flops_at(spec1, spec1.resolution, *shape)
+               / flops_at(family.phi0, family.phi0.resolution, *shape),
+               device=device)
 
         return train_and_score(trial, spec1, data, train_cfg, s.seeds, self.config.seed, start)
 
     def describe(self, t: FrozenTrial) -> str:
-        a = t.user_attrs
-        if "alpha" not in a:
-            return a.get(FAIL_REASON, "no candidate")
-        text = (f"alpha {a['alpha']:.3f} beta {a['beta']:.3f} gamma {a['gamma']:.3f} "
-                f"({a['resolution0']}->{a['resolution1']} px), {self.config.search.cost} ratio {a['ratio']:.3f}")
-        if "proxy_resolution" in a:
-            text += f", proxy at {a['proxy_resolution']} px"
-        if not a.get("feasible"):
+        r = CoefficientRecord.from_trial(t)
+        if r.alpha is None:
+            return r.fail_reason or "no candidate"
+        text = (f"alpha {r.alpha:.3f} beta {r.beta:.3f} gamma {r.gamma:.3f} "
+                f"({r.resolution0}->{r.resolution1} px), {self.config.search.cost} ratio {r.ratio:.3f}")
+        if r.proxy_resolution is not None:
+            text += f", proxy at {r.proxy_resolution} px"
+        if not r.feasible:
             return text + " infeasible (not trained)"
-        return text + describe_outcome(t)
+        return text + describe_outcome(r)
 
 
 def record_candidate(trial: optuna.Trial, cand: Candidate, cost_kind: str) -> None:
-    for key, value in cand.attrs().items():
-        trial.set_user_attr(key, value)
-    trial.set_user_attr("cost", cost_kind)
-    trial.set_user_attr("constraint_violation", cand.violation)
+    record(trial, CoefficientRecord, **cand.attrs(), cost=cost_kind, constraint_violation=cand.violation)
     trial.set_constraint("cost_ratio", cand.violation)
 
 
 # ------------------------------------------------------------------------------------------ results
 
 def trials_table(study: optuna.Study) -> pd.DataFrame:
-    """Every trial with its candidate, cost ratios, accuracy and fate; winners ranked 1, 2, ..."""
-    rows = []
-    for t in study.get_trials(deepcopy=False):
-        a = t.user_attrs
-        if a.get(SKIPPED):
-            continue
-        state = t.state.name.lower()
-        if t.state == TrialState.COMPLETE and not a.get("feasible", True):
-            state = "infeasible"
-        rows.append({
-            "trial": t.number, "state": state, "alpha": a.get("alpha"), "beta": a.get("beta"),
-            "gamma": a.get("gamma"), "res0": a.get("resolution0"), "res1": a.get("resolution1"),
-            "nominal_ratio": a.get("nominal_ratio"), "measured_ratio": a.get("ratio"),
-            "proxy_res": a.get("proxy_resolution"), "proxy_ratio": a.get("proxy_flops_ratio"),
-            "params": a.get("params"),
-            "acc_mean": a.get("acc_mean"), "acc_std": a.get("acc_std"),
-            "seeds": len(a.get("seed_accuracies", [])), "epochs": len(a.get("accuracy_per_epoch", [])),
-            "wall_s": a.get("wall_time"), "reason": a.get(FAIL_REASON, ""),
-        })
+    """Every trial with its candidate, cost ratios, accuracy and fate; winners ranked 1, 2, ...
+
+    Coefficients and ratios are shown to 3 decimals; use `best_coefficients` for the exact values."""
+    rows = [{
+        "trial": r.number, "state": "infeasible" if r.state == "complete" and r.feasible is False else r.state,
+        "alpha": r.alpha, "beta": r.beta, "gamma": r.gamma, "res0": r.resolution0, "res1": r.resolution1,
+        "nominal_ratio": r.nominal_ratio, "measured_ratio": r.ratio,
+        "proxy_res": r.proxy_resolution, "proxy_ratio": r.proxy_flops_ratio, "params": r.params,
+        "acc_mean": r.acc_mean, "acc_std": r.acc_std, "seeds": r.seeds, "epochs": r.epochs,
+        "wall_s": r.wall_time, "reason": r.fail_reason or "",
+    } for r in records(study, CoefficientRecord)]
     df = pd.DataFrame(rows)
     if df.empty:
         return df
-    ranked = ranked_winners(study)
-    rank = {t.number: i + 1 for i, t in enumerate(ranked)}
+    rank = {r.number: i + 1 for i, r in enumerate(ranked_winners(study))}
     df.insert(1, "rank", pd.array([rank.get(n) for n in df["trial"]], dtype="Int64"))
     return df.round({"alpha": 3, "beta": 3, "gamma": 3, "nominal_ratio": 3, "measured_ratio": 3,
                      "proxy_ratio": 3, "acc_mean": 4, "acc_std": 4, "wall_s": 1})
 
 
-def ranked_winners(study: optuna.Study) -> list[FrozenTrial]:
+def ranked_winners(study: optuna.Study) -> list[CoefficientRecord]:
     """Feasible complete trials, best first. Ties (common on easy proxies) go to the ratio nearer the
     target, then to smaller alpha and beta, so the winner does not depend on worker scheduling."""
-    done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-            if t.user_attrs.get("feasible") and "acc_mean" in t.user_attrs]
+    done = [r for r in records(study, CoefficientRecord, states=(TrialState.COMPLETE,))
+            if r.feasible and r.acc_mean is not None]
     target = study.user_attrs.get("config", {}).get("search", {}).get("target", 2.0)
-    return sorted(done, key=lambda t: (-round(t.user_attrs["acc_mean"], 6),
-                                       abs(math.log(t.user_attrs["ratio"] / target)),
-                                       t.user_attrs["alpha"], t.user_attrs["beta"]))
+    return sorted(done, key=lambda r: (-round(r.acc_mean or 0.0, 6), abs(math.log((r.ratio or target) / target)),
+                                       r.alpha, r.beta))
 
 
 def best_coefficients(study: optuna.Study) -> tuple[float, float, float]:
+    """The winner's exact (alpha, beta, gamma), unrounded: what every family of the study is built from."""
     ranked = ranked_winners(study)
     if not ranked:
         raise NasError(f"study '{study.study_name}' has no finished feasible trial yet: run or resume it first")
-    a = ranked[0].user_attrs
-    return a["alpha"], a["beta"], a["gamma"]
+    return ranked[0].coefficients
+
+
+def stored_winner(name_or_path: str, storage: str | None) -> tuple[str, str, tuple[float, float, float]]:
+    """(study name, its base network, the winner's exact coefficients) of a stored coefficient study."""
+    from nas.search.storage import load_stored_study
+
+    study, _ = load_stored_study(name_or_path, storage)
+    space = study.user_attrs.get("config", {}).get("space", "efficientnet_b0")
+    return study.study_name, space, best_coefficients(study)
+
+
+def state_counts(table: pd.DataFrame) -> str:
+    """'8 complete, 2 infeasible': how the trials of a table ended."""
+    counts = table["state"].value_counts()
+    return ", ".join(f"{counts[s]} {s}" for s in ("complete", "pruned", "infeasible", "fail", "running", "waiting")
+                     if s in counts)

@@ -4,19 +4,20 @@ recording why a trial failed. A job's objective wraps its own candidate logic ar
 from __future__ import annotations
 
 import dataclasses
+import functools
 import statistics
 import time
 import traceback
-from typing import Callable
+from collections.abc import Callable
+from typing import TypeVar
 
 import optuna
-from optuna.trial import FrozenTrial, TrialState
 
+from nas.config import StudyConfig, TrainConfig
 from nas.data import Dataset, load_dataset
-from nas.proxy import TrainConfig, train
-from nas.search.runner import FAIL_REASON, FAIL_TRACEBACK
+from nas.proxy import train
+from nas.records import TrialRecord, record
 from nas.spec import NetworkSpec
-from nas.study import StudyConfig
 
 
 class TrialFailed(Exception):
@@ -24,8 +25,14 @@ class TrialFailed(Exception):
 
 
 def proxy_data(config: StudyConfig) -> Dataset:
+    """The study's proxy data; loaded once per process (the launcher checks it, an in-process worker reuses it)."""
     p = config.proxy
-    return load_dataset(p.dataset, per_class=p.per_class, fraction=p.fraction, seed=config.seed)
+    return _load_cached(p.dataset, p.per_class, p.fraction, config.seed)
+
+
+@functools.lru_cache(maxsize=2)
+def _load_cached(dataset: str, per_class: int | None, fraction: float | None, seed: int) -> Dataset:
+    return load_dataset(dataset, per_class=per_class, fraction=fraction, seed=seed)
 
 
 def make_pruner(config: StudyConfig) -> optuna.pruners.BasePruner:
@@ -35,12 +42,6 @@ def make_pruner(config: StudyConfig) -> optuna.pruners.BasePruner:
     # Steps are 1-based epochs and Optuna prunes from step n_warmup_steps on: +1 keeps the first
     # `warmup_epochs` epochs safe.
     return optuna.pruners.MedianPruner(n_startup_trials=p.startup_trials, n_warmup_steps=p.warmup_epochs + 1)
-
-
-def train_config(config: StudyConfig, threads: int | None) -> TrainConfig:
-    """The study's budget, with this worker's share of CPU threads unless the study fixes them."""
-    cfg = config.proxy.train
-    return cfg if cfg.threads or threads is None else dataclasses.replace(cfg, threads=threads)
 
 
 def train_and_score(trial: optuna.Trial, spec: NetworkSpec, data: Dataset, train_cfg: TrainConfig, seeds: int,
@@ -60,49 +61,49 @@ def train_and_score(trial: optuna.Trial, spec: NetworkSpec, data: Dataset, train
         result = train(spec, data, dataclasses.replace(train_cfg, seed=base_seed + k),
                        callback=report if prune and k == 0 else None)
         if k == 0:
-            trial.set_user_attr("accuracy_per_epoch", result.accuracies)
-            trial.set_user_attr("train_img_s", result.train_images_per_sec)
+            record(trial, TrialRecord, accuracy_per_epoch=result.accuracies, train_img_s=result.train_images_per_sec)
         if result.status in ("stopped", "diverged", "oom"):
-            trial.set_user_attr("wall_time", time.perf_counter() - start)
+            record(trial, TrialRecord, wall_time=time.perf_counter() - start)
             if result.status == "stopped":
                 raise optuna.TrialPruned(result.reason)
-            trial.set_user_attr(FAIL_REASON, f"{result.status}: {result.reason}")
+            record(trial, TrialRecord, fail_reason=f"{result.status}: {result.reason}")
             raise TrialFailed(result.reason)
         accuracies.append(result.final_acc)
-    trial.set_user_attr("seed_accuracies", accuracies)
-    trial.set_user_attr("acc_mean", statistics.fmean(accuracies))
-    trial.set_user_attr("acc_std", statistics.stdev(accuracies) if len(accuracies) > 1 else 0.0)
-    trial.set_user_attr("wall_time", time.perf_counter() - start)
+    record(trial, TrialRecord, seed_accuracies=accuracies, acc_mean=statistics.fmean(accuracies),
+           acc_std=statistics.stdev(accuracies) if len(accuracies) > 1 else 0.0,
+           wall_time=time.perf_counter() - start)
     return statistics.fmean(accuracies)
 
 
-def recording_failures(evaluate: Callable[[optuna.Trial], float]) -> Callable[[optuna.Trial], float]:
+_Value = TypeVar("_Value")
+
+
+def recording_failures(evaluate: Callable[[optuna.Trial], _Value]) -> Callable[[optuna.Trial], _Value]:
     """An objective that records an unexpected exception's reason and traceback before Optuna fails
     the trial (the study goes on; three in a row stop it, see runner)."""
-    def objective(trial: optuna.Trial):
+    def objective(trial: optuna.Trial) -> _Value:
         try:
             return evaluate(trial)
         except (optuna.TrialPruned, TrialFailed):
             raise
         except Exception as e:
-            trial.set_user_attr(FAIL_REASON, f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
-            trial.set_user_attr(FAIL_TRACEBACK, traceback.format_exc()[-4000:])
+            record(trial, TrialRecord, fail_reason=f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}",
+                   fail_traceback=traceback.format_exc()[-4000:])
             raise
     return objective
 
 
-def describe_outcome(t: FrozenTrial) -> str:
+def describe_outcome(r: TrialRecord, reward: float | None = None) -> str:
     """How a trial ended, for progress lines: accuracy (+- spread over seeds, reward), reason, or pruning."""
-    a = t.user_attrs
     text = ""
-    if t.state == TrialState.COMPLETE and "acc_mean" in a:
-        text = f" -> accuracy {a['acc_mean']:.4f}"
-        if len(a.get("seed_accuracies", [])) > 1:
-            text += f" +- {a['acc_std']:.4f}"
-        if "reward" in a:
-            text += f", reward {a['reward']:.4f}"
-    elif FAIL_REASON in a:
-        text = f" -> {a[FAIL_REASON]}"
-    elif t.state == TrialState.PRUNED:
-        text = f" -> pruned after epoch {len(a.get('accuracy_per_epoch', []))}"
-    return text + f" ({a.get('wall_time', 0):.1f} s)"
+    if r.state == "complete" and r.acc_mean is not None:
+        text = f" -> accuracy {r.acc_mean:.4f}"
+        if r.seeds > 1:
+            text += f" +- {r.acc_std:.4f}"
+        if reward is not None:
+            text += f", reward {reward:.4f}"
+    elif r.fail_reason:
+        text = f" -> {r.fail_reason}"
+    elif r.state == "pruned":
+        text = f" -> pruned after epoch {r.epochs}"
+    return text + f" ({r.wall_time or 0:.1f} s)"

@@ -1,0 +1,75 @@
+"""`nas frontier` and `nas report`: what a finished study leaves for people."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from nas.commands import STUDY_HELP, add_coefficients, add_run_options, command, run_job
+from nas.console import print_table, stderr_progress
+
+
+def cmd_frontier(args: argparse.Namespace) -> int:
+    from nas.report import frontier_title, write_frontier
+    from nas.search.frontier import frontier_results, plan_frontier
+
+    plan = plan_frontier(args.study, args.storage, args.families, (args.alpha, args.beta, args.gamma), args.phis,
+                         args.seeds, args.tolerance, None if args.no_latency else args.latency_device or "")
+    study = run_job(plan.job, args, "frontier")
+    if study is None:
+        return 130
+    table = frontier_results(plan.job, study)
+    out = Path(args.out) if args.out else plan.job.config.run_dir / "frontier"
+    title, subtitle = frontier_title(plan.job.config.to_dict(), args.seeds)
+    written = write_frontier(table, out, title, subtitle, plan.search_table)
+    print_table(table.drop(columns=["label", "network"]) if args.format == "table" else table, args.format)
+    missing = table["seeds"] < args.seeds
+    if args.format == "table" and missing.any():
+        print(f"\n{int(missing.sum())} member(s) have fewer than {args.seeds} finished seeds: their runs "
+              f"failed (see the trials of study {plan.job.study_name}); accuracy is over the seeds that finished")
+    print("wrote " + ", ".join(str(p) for p in written), file=sys.stderr)
+    return 0
+
+
+def add_frontier_parser(sub: Any) -> None:
+    p = command(sub, "frontier", cmd_frontier, "proxy-train the searched family against the paper's and "
+                 "single-dimension baselines; table and plots",
+                 "Proxy-train family members phi = 0..k of the searched coefficients, the paper's (1.2, 1.1, "
+                 "1.15), and width-, depth- and resolution-only scaling at matched FLOPs, several seeds each; every "
+                 "run is a trial in the study's storage (study <name>-frontier), so an interrupted frontier "
+                 "resumes. Writes frontier.csv/.json and PNG + SVG figures. Guide: docs/frontier.md.")
+    p.add_argument("study", nargs="+", help=f"coefficient {STUDY_HELP}; several studies with the same proxy add "
+                                            f"one line each")
+    p.add_argument("--phis", default="0-2", help="family members to train (default 0-2; each step doubles the cost)")
+    p.add_argument("--seeds", type=int, default=3, help="proxy runs per member (default 3)")
+    p.add_argument("--families", default="searched,paper,width,depth,resolution",
+                   help="which lines to train (default all five)")
+    add_coefficients(p, "compare these coefficients on the study's proxy, beside its winner")
+    p.add_argument("--tolerance", type=float, default=0.1,
+                   help="single-dimension baselines must match the searched member's FLOPs within this (default "
+                        "0.1); a baseline that rounding keeps further away is trained, plotted at its own FLOPs, "
+                        "and flagged")
+    p.add_argument("--no-latency", action="store_true", help="skip measuring latency (no accuracy-vs-latency figure)")
+    p.add_argument("--latency-device", help="device to time on (default: the study's search.latency.device)")
+    add_run_options(p, "the study's")
+    p.add_argument("--out", help="folder for the table and figures (default runs/<name>/frontier)")
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from nas.report import report_study
+
+    out, size = report_study(args.study, args.storage, Path(args.out) if args.out else None, stderr_progress)
+    print(f"wrote {out} ({size / 1024:.0f} KiB); open it in a browser, no server needed", file=sys.stderr)
+    print(out)
+    return 0
+
+
+def add_report_parser(sub: Any) -> None:
+    p = command(sub, "report", cmd_report, "one self-contained HTML page for a study",
+                 "Write one HTML page, images embedded: study definition, search history, winners, family table "
+                 "and frontier plots (when nas frontier has run).", table=False)
+    p.add_argument("study", help=STUDY_HELP)
+    p.add_argument("--storage", help="storage URL")
+    p.add_argument("--out", help="the HTML file to write (default runs/<name>/report.html)")

@@ -1,0 +1,152 @@
+"""`nas scale run|show` and `nas arch run|show|export`: the searches, run and read back."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from nas.commands import STUDY_HELP, Parser, add_run_options, command, run_job
+from nas.console import print_table
+from nas.errors import NasError
+
+
+def cmd_scale_run(args: argparse.Namespace) -> int:
+    from nas.config import load_study
+    from nas.family import compound_family, family_table, parse_phis
+    from nas.search.scale import ScaleJob, best_coefficients, ranked_winners, state_counts, trials_table
+    from nas.spec import load_spec
+
+    cfg = load_study(args.study)
+    if cfg.arch is not None:
+        raise NasError(f"{args.study} defines a block-level search (an 'arch' section): run it with nas arch run")
+    phis = parse_phis(args.phi)
+    study = run_job(ScaleJob(cfg), args, "scale run")
+    if study is None:
+        return 130
+    table = trials_table(study)
+    if not ranked_winners(study):
+        print(f"study {cfg.name}: {state_counts(table)}", file=sys.stderr)
+        print(f"nas scale run: no trial finished with an accuracy; the reasons are in "
+              f"'nas scale show {cfg.name}'", file=sys.stderr)
+        return 1
+    alpha, beta, gamma = best_coefficients(study)
+    winners = table[table["rank"].notna()].sort_values("rank").head(args.top)
+    family = family_table(compound_family(load_spec(cfg.space), alpha, beta, gamma, phis))
+    if args.format == "json":
+        print(json.dumps({"study": cfg.name, "best": {"alpha": alpha, "beta": beta, "gamma": gamma},
+                          "winners": json.loads(winners.to_json(orient="records")),
+                          "family": json.loads(family.to_json(orient="records"))}, indent=2))
+    elif args.format == "csv":
+        print_table(family, "csv")
+    else:
+        print(f"study {cfg.name}: {state_counts(table)}\n\nwinners (best first):")
+        print_table(winners, "table")
+        print(f"\nfamily of the best coefficients (alpha {alpha:.4g}, beta {beta:.4g}, gamma {gamma:.4g}) on "
+              f"{cfg.space}:")
+        print_table(family, "table")
+    return 0
+
+
+def cmd_scale_show(args: argparse.Namespace) -> int:
+    from nas.search.scale import state_counts, trials_table
+    from nas.search.storage import load_stored_study
+
+    study, _ = load_stored_study(args.study, args.storage)
+    table = trials_table(study)
+    if table.empty:
+        raise NasError(f"study '{study.study_name}' has no trials yet: run it with nas scale run")
+    table = table.sort_values(["rank", "trial"], na_position="last")
+    if args.format == "table":
+        print(f"study {study.study_name}: {state_counts(table)}")
+    print_table(table, args.format)
+    return 0
+
+
+def add_scale_parser(sub: Any) -> None:
+    scale = sub.add_parser("scale", help="compound-coefficient search (alpha, beta, gamma)")
+    actions = scale.add_subparsers(dest="scale", required=True, parser_class=Parser)
+    r = command(actions, "run", cmd_scale_run, "run or resume a coefficient search from a study file",
+                 "Run or resume the study; ends with the winners and the family materialized from the best "
+                 "coefficients.")
+    r.add_argument("study", help="study file, or an example's name (quickstart, cifar10_gpu)")
+    add_run_options(r)
+    r.add_argument("--phi", default="0-7", help="family members to materialize at the end (default 0-7)")
+    r.add_argument("--top", type=int, default=5, help="winners to list (default 5)")
+    s = command(actions, "show", cmd_scale_show, "trials, feasibility and winners of a study")
+    s.add_argument("study", help=STUDY_HELP)
+    s.add_argument("--storage", help="storage URL")
+
+
+def _print_arch(study: Any, table: Any, fmt: str, top: int) -> int:
+    from nas.search.scale import state_counts
+
+    if table.empty or table["best"].isna().all():
+        raise NasError(f"study '{study.study_name}' has no complete trial yet: run or resume it with nas arch run")
+    best = table[table["best"].notna()].sort_values("best")
+    if fmt == "table":
+        label = "Pareto set" if len(study.directions) > 1 else "best by reward"
+        print(f"study {study.study_name}: {state_counts(table)}\n\n{label}:")
+        print_table(best.head(top), "table")
+    else:
+        print_table(best, fmt)
+    return 0
+
+
+def cmd_arch_run(args: argparse.Namespace) -> int:
+    from nas.config import load_study
+    from nas.search.arch import ArchJob, arch_table
+
+    cfg = load_study(args.study)
+    if cfg.arch is None:
+        raise NasError(f"{args.study} defines a coefficient search (no 'arch' section): run it with nas scale run")
+    study = run_job(ArchJob(cfg), args, "arch run")
+    return 130 if study is None else _print_arch(study, arch_table(study), args.format, args.top)
+
+
+def cmd_arch_show(args: argparse.Namespace) -> int:
+    from nas.search.arch import arch_table
+    from nas.search.storage import load_stored_study
+
+    study, _ = load_stored_study(args.study, args.storage)
+    table = arch_table(study)
+    if args.all and not table.empty:
+        print_table(table, args.format)
+        return 0
+    return _print_arch(study, table, args.format, args.top)
+
+
+def cmd_arch_export(args: argparse.Namespace) -> int:
+    from nas.flops import flops_at, params_of
+    from nas.search.arch import export_trial
+    from nas.search.storage import load_stored_study
+
+    study, _ = load_stored_study(args.study, args.storage)
+    spec = export_trial(study, args.trial, Path(args.out), args.name)
+    print(f"wrote {args.out}: {params_of(spec):,} params, {flops_at(spec, spec.resolution) / 1e6:.1f} MFLOPs at "
+          f"{spec.resolution} px; scale it with a study whose space is {args.out}", file=sys.stderr)
+    return 0
+
+
+def add_arch_parser(sub: Any) -> None:
+    arch = sub.add_parser("arch", help="block-level architecture search (kernel, expansion, SE, depth)")
+    actions = arch.add_subparsers(dest="arch", required=True, parser_class=Parser)
+    r = command(actions, "run", cmd_arch_run, "run or resume a block-level search from a study file")
+    r.add_argument("study", help="study file with an 'arch' section, or an example's name (arch_quickstart)")
+    add_run_options(r)
+    r.add_argument("--top", type=int, default=5, help="rows of the best/Pareto table (default 5)")
+    s = command(actions, "show", cmd_arch_show, "the best trials by reward, or the Pareto set")
+    s.add_argument("study", help=STUDY_HELP)
+    s.add_argument("--storage", help="storage URL")
+    s.add_argument("--top", type=int, default=10, help="rows (default 10)")
+    s.add_argument("--all", action="store_true", help="every trial, not only the best")
+    e = command(actions, "export", cmd_arch_export, "write a trial's network as a base-network file",
+                 "Write the network of one complete trial as a base-network YAML file that nas scale run "
+                 "(space: FILE) and nas materialize --space FILE accept.", table=False)
+    e.add_argument("study", help=STUDY_HELP)
+    e.add_argument("--trial", type=int, required=True, help="trial number (see nas arch show)")
+    e.add_argument("--out", required=True, help="YAML file to write, e.g. my_base.yaml")
+    e.add_argument("--name", help="network name (default: the file's stem)")
+    e.add_argument("--storage", help="storage URL")

@@ -1,0 +1,334 @@
+"""Settings: study definitions (studies/*.yaml), the proxy-training budget and the latency protocol.
+
+Plain dataclasses with their allowed values beside each field (nas.validation), and nothing heavier than
+PyYAML: `nas --help`, `nas scale show` and every loader read settings without importing torch, fvcore or
+Optuna. Loading validates everything before any work and raises one-line NasErrors naming the file, the
+field and what is allowed. The study-file format is in docs/search.md.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from nas.errors import NasError
+from nas.spec import read_yaml, resolve_space_path, space_file_has_choices
+from nas.validation import (
+    BOOLEAN,
+    Rule,
+    check_fields,
+    checked,
+    from_mapping,
+    integer,
+    is_number,
+    number,
+    one_of,
+    optional,
+    require,
+    text,
+)
+
+Optimizer = Literal["sgd", "adamw", "rmsprop"]
+Schedule = Literal["cosine", "constant"]
+Amp = Literal["auto", "bf16", "off"]
+Runtime = Literal["torch", "onnxruntime"]
+Sampler = Literal["grid", "tpe", "gp", "random"]
+ArchSampler = Literal["tpe", "nsga2", "random"]
+Objective = Literal["reward", "pareto"]
+Metric = Literal["accuracy", "flops", "latency"]
+Cost = Literal["flops", "latency"]
+PrunerType = Literal["median", "none"]
+
+RUNS_DIR = Path("runs")
+MAX_GRID_POINTS = 10_000
+"""Each grid point costs a few FLOP counts: 10,000 is already hours of enumeration."""
+STUDIES_DIR = Path(__file__).resolve().parent / "studies"
+"""Example study files shipped in the package: `nas scale run quickstart` finds studies/quickstart.yaml here."""
+
+DEVICE = Rule(lambda v: isinstance(v, str) and re.fullmatch(r"auto|cpu|cuda(:\d+)?", v) is not None,
+              "auto, cpu, cuda or cuda:N")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """A proxy-training budget. Defaults are tuned for the bundled digits on 2 CPU cores."""
+
+    epochs: int = checked(10, integer(1))
+    steps: int | None = checked(None, optional(integer(1)))   # total optimizer steps; overrides epochs
+    batch_size: int = checked(64, integer(1))
+    optimizer: Optimizer = checked("adamw", one_of(Optimizer))
+    lr: float = checked(2e-3, number(0, 10, low_open=True))
+    momentum: float = checked(0.9, number(0, 1, high_open=True))          # SGD and RMSprop
+    weight_decay: float = checked(0.05, number(0, 10))
+    schedule: Schedule = checked("cosine", one_of(Schedule))
+    warmup_epochs: float = checked(1.0, number(0, 1000))
+    label_smoothing: float = checked(0.1, number(0, 1, high_open=True))
+    # The reference 0.01 leaves running statistics stale after a short run.
+    bn_momentum: float = checked(0.1, number(0, 1, low_open=True))
+    # Batches that re-estimate BN statistics before each evaluation (0 = off).
+    bn_recalibration: int = checked(8, integer(0))
+    zero_init: bool = checked(True, BOOLEAN)          # for models built from a spec; see builder
+    crop_padding: int = checked(2, integer(0, 64))   # random-crop padding in pixels (0 = off)
+    flip: bool = checked(False, BOOLEAN)             # horizontal flips (digits are not mirror-symmetric)
+    seed: int = checked(0, integer(0))
+    device: str = checked("auto", DEVICE)
+    channels_last: bool = checked(True, BOOLEAN)
+    amp: Amp = checked("auto", one_of(Amp))          # auto: bf16 on CUDA, off on CPU
+    compile: bool = checked(False, BOOLEAN)          # torch.compile: minutes of compile on CPU
+    threads: int | None = checked(None, optional(integer(1), "unset for all cores"))
+    eval_batch_size: int = checked(512, integer(1))
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+
+
+@dataclass(frozen=True)
+class LatencySettings:
+    """How latency is measured: device, batch, warm-up and timed runs, threads, runtime."""
+
+    device: str = checked("cpu", DEVICE)
+    batch_size: int = checked(1, integer(1, 4096))
+    warmup: int = checked(5, integer(0, 1000))
+    repeats: int = checked(20, integer(3, 10_000))
+    threads: int | None = checked(None, optional(integer(1), "unset for all cores"))
+    channels_last: bool = checked(True, BOOLEAN)
+    runtime: Runtime = checked("torch", one_of(Runtime))
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+        if self.runtime == "onnxruntime" and self.device != "cpu":
+            raise NasError(f"runtime onnxruntime is timed on the CPU here, not on {self.device}: "
+                           f"use --device cpu, or --runtime torch on a GPU")
+
+
+def _coefficient_range(v: Any) -> bool:
+    return (isinstance(v, (list, tuple)) and len(v) == 2 and all(is_number(x) for x in v)
+            and 1.0 <= v[0] <= v[1] <= 10.0)
+
+
+COEFFICIENT_RANGE = Rule(_coefficient_range, "a range [low, high] with 1 <= low <= high <= 10")
+
+
+@dataclass(frozen=True)
+class ProxySettings:
+    """What each candidate is trained on: data, and the (optionally down-scaled) phi = 0 network."""
+
+    dataset: str = checked("digits", text(allow_empty=False))
+    per_class: int | None = checked(None, optional(integer(1)))
+    fraction: float | None = checked(None, optional(number(0, 1, low_open=True)))
+    resolution: int = checked(32, integer(8, 1024))     # resolution of the phi = 0 proxy network
+    width: float = checked(1.0, number(0, 10, low_open=True))   # down-scaling of the base (1 = itself)
+    depth: float = checked(1.0, number(0, 10, low_open=True))
+    stem_stride: int | None = checked(None, optional(Rule(lambda v: v in (1, 2) and not isinstance(v, bool),
+                                                          "1 or 2"), "unset for the base's own"))
+    train: TrainConfig = TrainConfig()
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    sampler: Sampler = checked("grid", one_of(Sampler))
+    # c in alpha * beta^2 * gamma^2 ~= c
+    target: float = checked(2.0, number(1, 16, low_open=True, note="2 doubles the cost per phi"))
+    # The measured cost ratio must fall within c * (1 +- tolerance).
+    tolerance: float = checked(0.1, number(0, 1, low_open=True, high_open=True))
+    cost: Cost = checked("flops", one_of(Cost))        # flops | latency (hardware mode)
+    alpha: tuple[float, float] = checked((1.0, 2.0), COEFFICIENT_RANGE)
+    beta: tuple[float, float] = checked((1.0, 1.5), COEFFICIENT_RANGE)
+    step: float = checked(0.1, number(0.001, 1))       # grid step of alpha and beta
+    # Bayesian and random samplers: feasible trials to finish.
+    trials: int = checked(20, integer(1, 100_000))
+    seeds: int = checked(1, integer(1, 10))             # proxy runs per candidate; the score is their mean
+    latency: LatencySettings = LatencySettings()
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+        for f in ("alpha", "beta"):   # [1, 2] from YAML and (1.0, 2.0) are one study (one fingerprint)
+            object.__setattr__(self, f, tuple(float(x) for x in getattr(self, f)))
+        points = self.grid_size
+        require(self.sampler != "grid" or points <= MAX_GRID_POINTS, "search", "step", self.step,
+                f"coarse enough for at most {MAX_GRID_POINTS:,} grid points (alpha {list(self.alpha)} x beta "
+                f"{list(self.beta)} at this step is {points:,}): raise search.step or narrow the ranges")
+
+    @property
+    def grid_size(self) -> int:
+        """Points of the alpha x beta grid, counted before any is enumerated."""
+        def axis(lo: float, hi: float) -> int:
+            return int((hi - lo) / self.step + 1e-9) + 1
+        return axis(*self.alpha) * axis(*self.beta)
+
+
+@dataclass(frozen=True)
+class ArchSettings:
+    """Block-level search: which objective, against which cost."""
+
+    # reward: ACC * (COST/T)^w (MnasNet); pareto: several objectives at once
+    objective: Objective = checked("reward", one_of(Objective))
+    sampler: ArchSampler = checked("tpe", one_of(ArchSampler))   # tpe is multi-objective TPE under pareto
+    # The reward's cost: flops (MFLOPs) or latency (ms) of the full-size network.
+    cost: Cost = checked("flops", one_of(Cost))
+    # T, in the cost's unit (EfficientNet-B0's search: 400 MFLOPs).
+    target: float = checked(400.0, number(0, low_open=True, note="MFLOPs or ms"))
+    w: float = checked(-0.07, number(high=0, note="MnasNet uses -0.07"))   # soft constraint exponent
+    metrics: tuple[str, ...] = checked(("accuracy", "flops"), Rule(
+        lambda v: isinstance(v, (list, tuple)) and len(v) >= 2 and "accuracy" in v and set(v) <= {"accuracy", "flops",
+                                                                                          "latency"},
+        "a list of 2 or 3 of accuracy, flops, latency, including accuracy"))
+    trials: int = checked(20, integer(1, 100_000))
+    seeds: int = checked(1, integer(1, 10))
+    latency: LatencySettings = LatencySettings()
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+        object.__setattr__(self, "metrics", tuple(self.metrics))
+
+
+@dataclass(frozen=True)
+class PrunerSettings:
+    type: PrunerType = checked("median", one_of(PrunerType))
+    startup_trials: int = checked(3, integer(0))
+    warmup_epochs: int = checked(1, integer(0))
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+
+
+@dataclass(frozen=True)
+class HeartbeatSettings:
+    interval: int = checked(5, integer(1, 3600, note="seconds"))    # between a running trial's heartbeats
+    grace: int = checked(20, integer(2, 86_400, note="seconds"))    # a trial silent this long is retried
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+        require(self.grace > self.interval, "heartbeat", "grace", self.grace,
+                "an integer larger than heartbeat.interval (seconds)")
+
+
+STUDY_NAME = Rule(lambda v: isinstance(v, str) and re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]{0,99}", v) is not None,
+                  "1-100 letters, digits, '-' and '_', starting with a letter or digit (it names runs/<name>)")
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    name: str
+    space: str
+    proxy: ProxySettings
+    search: SearchSettings
+    pruner: PrunerSettings
+    heartbeat: HeartbeatSettings
+    seed: int = 0
+    storage: str | None = None
+    description: str = ""
+    arch: ArchSettings | None = None     # set: a block-level search; unset: a coefficient search
+    source: str = dataclasses.field(default="<study>", compare=False)
+
+    @property
+    def run_dir(self) -> Path:
+        return RUNS_DIR / self.name
+
+    def storage_url(self, override: str | None = None) -> str:
+        url = override or self.storage
+        return url if url else f"sqlite:///{self.run_dir / 'study.db'}"
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d.pop("source")
+        return d
+
+    def fingerprint(self) -> str:
+        """What the results depend on; storage, description and heartbeat may change on resume."""
+        d = self.to_dict()
+        for key in ("storage", "description", "heartbeat"):
+            d.pop(key)
+        return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+# ------------------------------------------------------------------------------------------ loading
+
+_TOP_KEYS = {"name", "description", "space", "proxy", "search", "arch", "pruner", "heartbeat", "seed", "storage"}
+
+
+def resolve_study_path(name_or_path: str | Path) -> Path:
+    """A study file: a path, or the name of an example shipped with the package (quickstart)."""
+    p = Path(name_or_path)
+    if p.is_file():
+        return p
+    packaged = STUDIES_DIR / f"{p.stem}.yaml"
+    if p.suffix in ("", ".yaml", ".yml") and len(p.parts) == 1 and packaged.is_file():
+        return packaged
+    examples = ", ".join(sorted(f.stem for f in STUDIES_DIR.glob("*.yaml")))
+    raise NasError(f"study file {name_or_path} does not exist: give the path to a YAML file, or the name of an "
+                   f"example study ({examples})")
+
+
+def is_study_file(name_or_path: str | Path) -> bool:
+    """Whether a command's study argument names a file (or a packaged example) rather than a stored study."""
+    p = Path(name_or_path)
+    return p.suffix in (".yaml", ".yml") or p.is_file()
+
+
+def load_study(path: str | Path) -> StudyConfig:
+    """Read and validate a study file (a path, or a packaged example's name)."""
+    p = resolve_study_path(path)
+    return study_from_dict(read_yaml(p), str(p))
+
+
+def study_from_dict(d: dict[str, Any], src: str) -> StudyConfig:
+    """Validate a study definition: a study file's content, or the copy stored with a study."""
+    unknown = sorted(set(map(str, d)) - _TOP_KEYS)
+    if unknown:
+        raise NasError(f"{src}: field '{unknown[0]}' is not known: allowed are {', '.join(sorted(_TOP_KEYS))}")
+    for required in ("name", "space"):
+        if required not in d:
+            raise NasError(f"{src}: field '{required}' is missing")
+    name = d["name"]
+    require(STUDY_NAME(name), src, "name", name, STUDY_NAME.allowed)
+    require(isinstance(d["space"], str), src, "space", d["space"], "a base-network name or a YAML path")
+    try:
+        resolve_space_path(d["space"])   # an unknown space fails here, before any work
+    except NasError as e:
+        raise NasError(f"{src}: field 'space': {e}") from None
+    description = d.get("description") or ""
+    require(isinstance(description, str), src, "description", description, "a string")
+
+    proxy_raw = dict(d.get("proxy") or {}) if isinstance(d.get("proxy"), dict) else d.get("proxy")
+    train = from_mapping(TrainConfig, proxy_raw.pop("train", None) if isinstance(proxy_raw, dict) else None,
+                         src, "proxy.train")
+    proxy = from_mapping(ProxySettings, proxy_raw, src, "proxy", train=train)
+    pruner = from_mapping(PrunerSettings, d.get("pruner"), src, "pruner")
+    heartbeat = from_mapping(HeartbeatSettings, d.get("heartbeat"), src, "heartbeat")
+    seed = d.get("seed", 0)
+    require(integer(0)(seed), src, "seed", seed, "an integer >= 0")
+    storage = d.get("storage")
+    require(storage is None or (isinstance(storage, str) and "://" in storage), src, "storage", storage,
+            "empty (a local file under runs/<name>/) or a URL such as postgresql://user:pass@host/db")
+    if d.get("arch") is not None:
+        if "search" in d:
+            raise NasError(f"{src}: fields 'search' and 'arch' exclude each other: 'search' defines a coefficient "
+                           f"search (nas scale run), 'arch' a block-level search (nas arch run)")
+        if not space_file_has_choices(d["space"]):
+            raise NasError(f"{src}: field 'space' is {d['space']!r}, which has no 'choices': a block-level search "
+                           f"needs a space such as quickstart_arch or mnasnet_b0")
+        arch: ArchSettings | None = _section(ArchSettings, d["arch"], src, "arch")
+        search = SearchSettings()
+    else:
+        arch = None
+        search = _section(SearchSettings, d.get("search"), src, "search")
+    return StudyConfig(name=name, description=description, space=d["space"], proxy=proxy, search=search,
+                       pruner=pruner, heartbeat=heartbeat, seed=seed, storage=storage, arch=arch, source=src)
+
+
+def _section(cls: type, raw: Any, src: str, prefix: str) -> Any:
+    """A search section with a nested `latency` mapping."""
+    if not isinstance(raw, dict):
+        return from_mapping(cls, raw, src, prefix)
+    raw = dict(raw)
+    latency = from_mapping(LatencySettings, raw.pop("latency", None), src, f"{prefix}.latency")
+    return from_mapping(cls, raw, src, prefix, latency=latency)

@@ -1,0 +1,138 @@
+"""Typed trial records: what a search trial stores in Optuna's `user_attrs`, one dataclass per kind.
+
+Trials write their attributes as they go (a candidate's cost before training, the accuracies after), so a
+trial that failed half-way still explains itself. Writing goes through `record(trial, Kind, key=value)`,
+which refuses a key the kind does not declare; reading goes through `Kind.from_trial(trial)`, which gives
+every declared field (None where the trial never wrote it). A typo is then an error at once instead of a
+silent None in a table. The attribute names are the field names, unchanged from studies written before
+these classes existed, so old studies load as they are.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+R = TypeVar("R", bound="TrialRecord")
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    """What every kind of trial records: how it ended and the training behind it."""
+
+    number: int = -1                               # Optuna's trial number (not a user attribute)
+    state: str = ""                                # complete | pruned | fail | running | waiting
+    device: str | None = None                      # where it trained
+    accuracy_per_epoch: list[float] | None = None  # first seed, every epoch (what the pruner saw)
+    train_img_s: float | None = None
+    seed_accuracies: list[float] | None = None     # final validation accuracy of each seed
+    acc_mean: float | None = None
+    acc_std: float | None = None
+    wall_time: float | None = None
+    fail_reason: str | None = None                 # a failure of its own (diverged, out of memory, an error)
+    fail_traceback: str | None = None              # the traceback when the trial raised an exception
+    skipped: str | None = None                     # found no queued work, or work another trial owned
+
+    @classmethod
+    def attr_names(cls) -> frozenset[str]:
+        return frozenset(f.name for f in dataclasses.fields(cls)) - {"number", "state"}
+
+    @classmethod
+    def from_trial(cls: type[R], t: FrozenTrial) -> R:
+        a = t.user_attrs
+        return cls(number=t.number, state=t.state.name.lower(),
+                   **{k: a[k] for k in cls.attr_names() if k in a})
+
+    def to_attrs(self) -> dict[str, Any]:
+        return {k: v for k, v in dataclasses.asdict(self).items() if k in self.attr_names() and v is not None}
+
+    @property
+    def finished_for_good(self) -> bool:
+        """Complete, pruned, or failed for a reason of its own (not interrupted or killed)."""
+        if self.skipped:
+            return False
+        return self.state in ("complete", "pruned") or (self.state == "fail" and self.fail_reason is not None)
+
+    @property
+    def seeds(self) -> int:
+        return len(self.seed_accuracies or [])
+
+    @property
+    def epochs(self) -> int:
+        return len(self.accuracy_per_epoch or [])
+
+
+@dataclass(frozen=True)
+class CoefficientRecord(TrialRecord):
+    """A coefficient-search candidate: its coefficients, the measured constraint, and what was trained."""
+
+    grid_point: list[float] | None = None          # [alpha, beta] of an enqueued grid trial
+    alpha: float | None = None
+    beta: float | None = None
+    gamma: float | None = None                     # effective: resolution1 / resolution0
+    gamma_nominal: float | None = None             # what alpha * beta^2 * gamma^2 = c asks for
+    resolution0: int | None = None
+    resolution1: int | None = None
+    cost0: float | None = None
+    cost1: float | None = None
+    target: float | None = None
+    tolerance: float | None = None
+    ratio: float | None = None                     # measured cost ratio phi = 1 / phi = 0, full size
+    nominal_ratio: float | None = None
+    feasible: bool | None = None
+    cost: str | None = None                        # flops | latency
+    constraint_violation: float | None = None
+    widths: list[int] | None = None                # the full-size phi = 1 network
+    depths: list[int] | None = None
+    stem_head: list[int] | None = None
+    params: int | None = None
+    flops0: int | None = None
+    flops1: int | None = None
+    flops_ratio: float | None = None
+    proxy_resolution: int | None = None            # the network the proxy trains
+    proxy_params: int | None = None
+    proxy_flops_ratio: float | None = None
+
+    @property
+    def coefficients(self) -> tuple[float, float, float]:
+        assert self.alpha is not None and self.beta is not None and self.gamma is not None
+        return self.alpha, self.beta, self.gamma
+
+
+@dataclass(frozen=True)
+class ArchRecord(TrialRecord):
+    """A block-level candidate: the full-size network, its costs and its reward."""
+
+    spec: dict[str, Any] | None = None
+    mflops: float | None = None
+    params: int | None = None
+    latency_ms: float | None = None
+    reward: float | None = None
+
+
+@dataclass(frozen=True)
+class FrontierRunRecord(TrialRecord):
+    """One proxy run of one frontier network with one seed."""
+
+    frontier_run: list[Any] | None = None          # [network id, seed]
+    members: list[str] | None = None               # "family phi" of every member that is this network
+    resolution: int | None = None
+
+
+def record(trial: optuna.Trial, kind: type[TrialRecord], **values: Any) -> None:
+    """Store attributes of a trial of `kind`; a name the kind does not declare is a bug, raised at once."""
+    unknown = set(values) - kind.attr_names()
+    if unknown:
+        raise KeyError(f"{kind.__name__} has no field {sorted(unknown)[0]!r}")
+    for key, value in values.items():
+        trial.set_user_attr(key, value)
+
+
+def records(study: optuna.Study, kind: type[R], states: tuple[TrialState, ...] | None = None) -> list[R]:
+    """Every trial of `study` as a `kind` record, in trial order (trials that stepped aside left out)."""
+    trials = study.get_trials(deepcopy=False, states=states)
+    return [r for r in (kind.from_trial(t) for t in trials) if not r.skipped]

@@ -1,0 +1,168 @@
+"""Where studies live: Optuna RDB storage (an SQLite file by default, PostgreSQL for many machines).
+
+By default a study is the SQLite file runs/<name>/study.db, which several worker processes on one
+machine share; any SQLAlchemy URL (postgresql://...) puts workers on many machines on one study.
+Workers send a heartbeat; a trial whose worker died (kill -9, power loss) is failed once its
+heartbeat is older than the grace period, and retried.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import re
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import optuna
+from sqlalchemy import event
+from sqlalchemy.engine import make_url
+
+from nas.config import RUNS_DIR, STUDY_NAME, HeartbeatSettings, StudyConfig, is_study_file, load_study, study_from_dict
+from nas.errors import NasError
+from nas.validation import require
+
+# Heartbeats and stale-trial retry are "experimental" in Optuna; effnas depends on them on purpose.
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+
+
+def masked(url: str) -> str:
+    """A storage URL fit to print: the password, if any, replaced by ***. Reports, tables, progress lines
+    and error messages show storage URLs only through this."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:    # not a URL SQLAlchemy can parse: hide anything between '//user:' and '@'
+        return re.sub(r"(//[^:/@]*:)[^@]*@", r"\1***@", url)
+
+
+def driver_url(url: str) -> str:
+    """The URL SQLAlchemy is given. `postgresql://` (as the docs write it) means psycopg 3 to SQLAlchemy 2.1,
+    while effnas[postgres] installs psycopg2: a bare postgresql:// URL is pointed at psycopg2 when psycopg 3
+    is not installed, so the documented form works with the documented extra. Explicit drivers are kept."""
+    bare = re.match(r"^postgres(?:ql)?://", url)
+    if bare and importlib.util.find_spec("psycopg") is None and importlib.util.find_spec("psycopg2") is not None:
+        return "postgresql+psycopg2://" + url[bare.end():]
+    return url
+
+
+# Two processes creating the tables of a new database at once collide (PostgreSQL and SQLite say it
+# differently); the second try finds them in place.
+_CREATION_RACES = ("already exists", "UniqueViolation", "UNIQUE constraint failed: alembic_version")
+
+
+def open_storage(url: str, heartbeat: HeartbeatSettings | None = None) -> optuna.storages.RDBStorage:
+    """An RDB storage with heartbeats (when given) and stale-trial retry."""
+    engine_kwargs: dict[str, Any] = {}
+    sqlite = url.startswith("sqlite:///")
+    if sqlite:
+        folder = Path(url[len("sqlite:///"):]).parent
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise NasError(f"cannot create {folder} for the study's database ({e.strerror}): run from a writable "
+                           f"directory, or give --storage sqlite:////writable/path/study.db") from None
+        engine_kwargs["connect_args"] = {"timeout": 60}     # wait for other workers' writes, don't fail
+    else:
+        engine_kwargs["pool_pre_ping"] = True
+    kwargs: dict[str, Any] = {}
+    if heartbeat is not None:
+        kwargs = dict(heartbeat_interval=heartbeat.interval, grace_period=heartbeat.grace,
+                      heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3))
+    for attempt in range(4):
+        try:
+            storage = optuna.storages.RDBStorage(driver_url(url), engine_kwargs=engine_kwargs, **kwargs)
+            break
+        except (ImportError, ModuleNotFoundError) as e:
+            raise NasError(f"storage {masked(url)}: a database driver is missing ({e}): for PostgreSQL install "
+                           f"effnas[postgres] (psycopg2-binary)") from None
+        except Exception as e:  # sqlalchemy's connection and URL errors
+            if attempt < 3 and any(race in str(e) for race in _CREATION_RACES):
+                time.sleep(0.5 + attempt)
+                continue
+            raise NasError(f"storage {masked(url)} cannot be opened: {_first_line(e)}{_fix(url, e)}") from None
+    if sqlite:
+        _serialize_sqlite_transactions(storage.engine)
+    return storage
+
+
+def _first_line(e: BaseException) -> str:
+    return str(e).splitlines()[0] if str(e) else type(e).__name__
+
+
+def _fix(url: str, e: BaseException) -> str:
+    """What to do about a database that is not one (garbage pages, another file) or is damaged."""
+    text = str(e)
+    if url.startswith("sqlite:///") and ("not a database" in text or "malformed" in text):
+        return (f": {url[len('sqlite:///'):]} is damaged or not a study database; restore it from a copy, or "
+                f"move it away to start the study over")
+    return ""
+
+
+def storage_failure(url: str, e: BaseException) -> NasError:
+    """A database that opened but fails on reading (SQLite pages damaged past the header): one line."""
+    return NasError(f"storage {masked(url)} cannot be read: {_first_line(e)}{_fix(url, e) or ''}")
+
+
+def _serialize_sqlite_transactions(engine: Any) -> None:
+    """Make every SQLite transaction take the write lock when it begins (BEGIN IMMEDIATE).
+
+    pysqlite only opens a transaction at the first write, so Optuna's "is this queued trial still
+    WAITING? then mark it RUNNING" runs its read outside the transaction, and two worker processes
+    can both take the same queued trial. With BEGIN IMMEDIATE the read and the write are one atomic
+    step (SQLAlchemy's documented recipe for pysqlite); other workers wait on the lock (timeout 60 s).
+    """
+    @event.listens_for(engine, "connect")
+    def _no_implicit_transactions(dbapi_connection: Any, record: Any) -> None:
+        dbapi_connection.isolation_level = None
+
+    @event.listens_for(engine, "begin")
+    def _begin_immediate(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    engine.dispose()   # connections opened while the storage was created predate the listeners
+
+
+def load_stored_study(name_or_path: str, storage: str | None = None) -> tuple[optuna.Study, str]:
+    """(an existing study, its storage URL), from a name, a study file, or a name plus --storage."""
+    name, url = find_study_storage(name_or_path, storage)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    try:
+        return optuna.load_study(study_name=name, storage=open_storage(url)), url
+    except KeyError:
+        raise NasError(f"no study '{name}' in {masked(url)}: check the name, or run it first with nas scale run") \
+            from None
+    except optuna.exceptions.StorageInternalError as e:
+        raise storage_failure(url, e.__cause__ or e) from None
+
+
+def find_study_config(name_or_path: str, storage: str | None = None) -> StudyConfig:
+    """A study's definition from its file, or the copy stored with the study (given its name)."""
+    if is_study_file(name_or_path):
+        _, url = find_study_storage(name_or_path, storage)
+        return dataclasses.replace(load_study(name_or_path), storage=url)
+    study, url = load_stored_study(name_or_path, storage)
+    stored = study.user_attrs.get("config")
+    if stored is None:
+        raise NasError(f"study '{study.study_name}' in {masked(url)} was not created by nas: give its study file "
+                       f"instead")
+    if stored.get("arch") is not None:
+        stored.pop("search")          # stored with its defaults; a block-level study file has none
+    return dataclasses.replace(study_from_dict(stored, f"study '{study.study_name}' in {masked(url)}"), storage=url)
+
+
+def find_study_storage(name_or_path: str, storage: str | None = None) -> tuple[str, str]:
+    """(study name, storage URL) from a study name, a study file, or a name plus --storage."""
+    if is_study_file(name_or_path):
+        cfg = load_study(name_or_path)
+        return cfg.name, cfg.storage_url(storage)
+    require(STUDY_NAME(name_or_path), "the command line", "study", name_or_path,
+            f"a study file (.yaml) or a study name: {STUDY_NAME.allowed}")
+    if storage:
+        return name_or_path, storage
+    db = RUNS_DIR / name_or_path / "study.db"
+    if not db.is_file():
+        raise NasError(f"no study '{name_or_path}' under {RUNS_DIR}/: run 'nas scale run {name_or_path}' (a study "
+                       f"file or an example's name) first, or give the study file or --storage URL")
+    return name_or_path, f"sqlite:///{db}"

@@ -1,0 +1,104 @@
+"""How nas processes share one machine: cores divided among the processes that train, and latency timed
+while none of them trains.
+
+Cores. PyTorch's OpenMP threads spin while they wait for work, so two processes that each take every core
+slow each other far more than 2x (on 2 cores, two `nas train` runs at once took 88 s each against 15 s
+alone). Every CPU training run registers here while it runs, and one whose thread count the user did not
+fix takes `cores // trainers` threads, re-read every few seconds: a frontier started beside a search, or
+the workers of one search, split the cores between them instead of fighting over them (19 s each, two at
+once; figures in docs/benchmarks.md). A run alone keeps every core.
+
+Latency. A timing taken beside training means nothing. A machine-wide reader-writer lock fixes that:
+training holds it shared, one epoch at a time; a measurement holds it exclusively, so it waits for the
+epochs in flight to end and new epochs wait for it. A turnstile lock in front gives measurements
+priority, so a stream of epochs from several workers cannot starve one. Within one process, measuring
+inside a training epoch would wait for itself: the two are never nested.
+
+Both rest on `flock`s on files in the temporary directory, which the kernel releases when a process dies,
+so a killed worker never leaves the machine locked or its cores reserved.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import tempfile
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+
+def _path(name: str) -> Path:
+    return Path(tempfile.gettempdir()) / f"effnas-{os.getuid()}-{name}"
+
+
+# ------------------------------------------------------------------------------------------- cores
+
+@contextlib.contextmanager
+def registered_trainer() -> Iterator[None]:
+    """Count this training run in every nas process's `fair_threads` until it ends."""
+    registry = _path("trainers")
+    registry.mkdir(exist_ok=True)
+    entry = registry / f"{os.getpid()}-{threading.get_ident()}"
+    fd = os.open(entry, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)       # held while the run lives: how others tell it from a stale file
+        yield
+    finally:
+        entry.unlink(missing_ok=True)
+        os.close(fd)
+
+
+def live_trainers() -> int:
+    """Training runs alive on this machine now (files of dead processes are removed on the way)."""
+    registry, live = _path("trainers"), 0
+    for entry in registry.iterdir() if registry.is_dir() else ():
+        try:
+            fd = os.open(entry, os.O_RDWR)
+        except OSError:                      # removed meanwhile
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            entry.unlink(missing_ok=True)    # nobody holds it: its process is gone
+        except BlockingIOError:
+            live += 1
+        finally:
+            os.close(fd)
+    return live
+
+
+def fair_threads(cores: int) -> int:
+    """This run's share of `cores` among the training runs alive now (itself included when registered)."""
+    return max(1, cores // max(1, live_trainers()))
+
+
+# ----------------------------------------------------------------------------------------- latency
+
+@contextlib.contextmanager
+def _flock(name: str, mode: int) -> Iterator[None]:
+    fd = os.open(_path(name), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, mode)
+        yield
+    finally:
+        os.close(fd)          # closing releases the lock
+
+
+@contextlib.contextmanager
+def training() -> Iterator[None]:
+    """Held (shared with other trainers) around each training epoch."""
+    with _flock("quiet.turnstile", fcntl.LOCK_EX):
+        main = _flock("quiet.lock", fcntl.LOCK_SH)
+        main.__enter__()
+    try:
+        yield
+    finally:
+        main.__exit__(None, None, None)
+
+
+@contextlib.contextmanager
+def measuring() -> Iterator[None]:
+    """Held (alone) around each latency measurement."""
+    with _flock("quiet.turnstile", fcntl.LOCK_EX), _flock("quiet.lock", fcntl.LOCK_EX):
+        yield
