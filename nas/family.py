@@ -7,10 +7,12 @@ where a member really sits (the paper's B7 lands near 6.6).
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import re
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -20,7 +22,7 @@ from nas.builder import build_model
 from nas.errors import NasError
 from nas.flops import flops_at, params_of
 from nas.scaling import PAPER_TABLE, compound, paper_member, scale
-from nas.spec import NetworkSpec, load_spec, save_spec
+from nas.spec import MAX_RESOLUTION, NetworkSpec, load_spec, save_spec
 
 Member = tuple[float, NetworkSpec]       # (phi, the rounded network)
 MAX_PHI = 16
@@ -106,29 +108,50 @@ def networks_from_flags(space: str | None = None, resolution: int | None = None,
     return members
 
 
+@dataclass(frozen=True)
+class Materialized:
+    """What `nas materialize` builds: members, the base they are measured against, the cost step, the
+    compound rule's resolutions when an exact-cost family solved others, and where the coefficients came from."""
+
+    members: list[Member]
+    base: NetworkSpec
+    target: float = 2.0
+    nominal_resolutions: list[int] | None = None
+    source: str | None = None
+
+
 def materialize_members(space: str | None, preset: str | None,
                         coefficients: tuple[float | None, float | None, float | None], study: str | None,
-                        storage: str | None, phi: str, resolution_multiple: int = 1
-                        ) -> tuple[list[Member], NetworkSpec, str | None]:
-    """(members, the base they are measured against, where the coefficients came from) for `nas materialize`:
-    the paper's table, given coefficients, or the exact winning coefficients of a stored study."""
+                        storage: str | None, phi: str, resolution_multiple: int = 1,
+                        exact_cost: bool | None = None) -> Materialized:
+    """The members `nas materialize` asks for: the paper's table (exactly), given coefficients, or a stored
+    study's exact winning coefficients. `exact_cost` (default: on for a study, off for given coefficients)
+    solves each member's resolution so its measured FLOPs are target^phi times the base's."""
     given = any(c is not None for c in coefficients)
     sources = sum([bool(preset), given, bool(study)])
     if sources > 1:
         raise NasError("--preset, --alpha/--beta/--gamma and --study exclude each other: give one of them")
     if sources == 0 or (given and any(c is None for c in coefficients)):
         raise NasError("give --preset paper, all three of --alpha --beta --gamma, or --study STUDY")
-    source = None
+    if preset and exact_cost:
+        raise NasError("--exact-cost solves resolutions of a compound family; --preset paper is the paper's table "
+                       "as it is: drop one of them")
+    source, target = None, 2.0
     if study:
-        from nas.search.scale import stored_winner
-        name, study_space, coefficients = stored_winner(study, storage)
+        from nas.search.results import stored_winner
+        name, study_space, coefficients, target = stored_winner(study, storage)
         space = space or study_space
         source = (f"study '{name}': best coefficients alpha {coefficients[0]:.4g} beta {coefficients[1]:.4g} "
                   f"gamma {coefficients[2]:.4g}")
+    base = load_spec(space or "efficientnet_b0")
     alpha, beta, gamma = coefficients
+    if exact_cost if exact_cost is not None else bool(study):
+        assert alpha is not None and beta is not None and gamma is not None
+        members, nominal = exact_cost_family(base, alpha, beta, gamma, parse_phis(phi), target)
+        return Materialized(members, base, target, nominal, source)
     members = networks_from_flags(space, preset=preset, alpha=alpha, beta=beta, gamma=gamma, phi=phi,
                                   resolution_multiple=resolution_multiple)
-    return members, load_spec(space or "efficientnet_b0"), source
+    return Materialized(members, base, target, None, source)
 
 
 def paper_family(base: NetworkSpec, phis: Sequence[float]) -> list[tuple[float, NetworkSpec]]:
@@ -143,10 +166,52 @@ def compound_family(base: NetworkSpec, alpha: float, beta: float, gamma: float, 
     return [(p, compound(base, alpha, beta, gamma, p, resolution_multiple)) for p in phis]
 
 
+WIDTH_NUDGES = (1.0, 0.99, 1.01, 0.98, 1.02, 0.97, 1.03, 0.96, 1.04, 0.95, 1.05)
+"""Width factors an exact-cost member may take when no resolution alone lands within the tolerance."""
+
+
+def exact_cost_family(base: NetworkSpec, alpha: float, beta: float, gamma: float, phis: Sequence[float],
+                      target: float = 2.0, tolerance: float = 0.1) -> tuple[list[Member], list[int]]:
+    """(members, their nominal resolutions): members whose measured FLOPs are target^phi times the base's.
+
+    Depth and width are the compound rule's (alpha^phi, beta^phi, rounded as always); the resolution is
+    solved on measured FLOPs instead of taken as gamma^phi. Rounding repeats up makes depth cost more than
+    alpha says, and a nominal alpha * beta^2 * gamma^2 below the target compounds: the quickstart winner's
+    nominal family measures 59x at phi 7 where 128x is asked. Cost is a staircase in resolution (at total
+    stride 32 one pixel can add a row and a column to the last feature maps), so when no resolution lands
+    within `tolerance` the width multiplier is nudged by up to 5 % (WIDTH_NUDGES) to move channel rounding
+    onto another step; the nearest member found is kept either way (docs/scaling.md)."""
+    from nas.search.constraint import closest_resolution
+
+    base_flops = flops_at(base, base.resolution)
+    members, nominal = [], []
+    for phi in phis:
+        member = compound(base, alpha, beta, gamma, phi)
+        nominal.append(member.resolution)
+        if phi > 0:
+            wanted = base_flops * target ** phi
+            candidates = []
+            for nudge in WIDTH_NUDGES:
+                spec = member if nudge == 1.0 else scale(base, member.width_mult * nudge, member.depth_mult,
+                                                         member.resolution, member.dropout, member.name)
+                r = closest_resolution(functools.partial(flops_at, spec), wanted, spec.resolution,
+                                       base.resolution, MAX_RESOLUTION)
+                error = abs(flops_at(spec, r) / wanted - 1)
+                candidates.append((error, spec.replace(resolution=r)))
+                if error <= tolerance:
+                    break
+            member = min(candidates, key=lambda c: c[0])[1]
+        members.append((phi, member))
+    return members, nominal
+
+
 def family_table(members: Sequence[tuple[float, NetworkSpec]], reference: NetworkSpec | None = None,
-                 progress: Callable[[str], None] | None = None) -> pd.DataFrame:
+                 progress: Callable[[str], None] | None = None, target: float = 2.0,
+                 nominal_resolutions: Sequence[int] | None = None) -> pd.DataFrame:
     """One row per member with measured params and FLOPs; ratios are to `reference` (default: the
-    member with the smallest phi, which is phi = 0 in any range that starts there)."""
+    member with the smallest phi, which is phi = 0 in any range that starts there), next to target^phi.
+    With `nominal_resolutions` (an exact-cost family) the compound rule's resolution is shown beside the
+    solved one."""
     if not members:
         raise NasError("no family members to build: give at least one phi")
     if reference is None:
@@ -158,13 +223,31 @@ def family_table(members: Sequence[tuple[float, NetworkSpec]], reference: Networ
             progress(f"[{i}/{len(members)}] counting {spec.name} at {spec.resolution} px")
         flops = flops_at(spec, spec.resolution)
         ratio = flops / ref_flops
-        rows.append({
+        row = {
             "name": spec.name, "phi": phi, "width": round(spec.width_mult, 4), "depth": round(spec.depth_mult, 4),
             "resolution": spec.resolution, "dropout": spec.dropout, "params": params_of(spec),
-            "gflops": round(flops / 1e9, 4), "flops_ratio": round(ratio, 4), "target_ratio": round(2.0 ** phi, 4),
-            "phi_measured": round(math.log2(ratio), 3),
-        })
+            "gflops": round(flops / 1e9, 4), "flops_ratio": round(ratio, 4), "target_ratio": round(target ** phi, 4),
+            "phi_measured": round(math.log(ratio, target), 3),
+        }
+        if nominal_resolutions is not None:
+            row = {**dict(list(row.items())[:5]), "nominal_resolution": nominal_resolutions[i - 1],
+                   **dict(list(row.items())[5:])}
+        rows.append(row)
     return pd.DataFrame(rows)
+
+
+def worst_deviation(table: pd.DataFrame, target: float = 2.0) -> str:
+    """One sentence: how far the family's measured cost strays from target^phi, at its worst member."""
+    members = table[table["phi"] > 0]
+    if members.empty:
+        return "the family has no member beyond phi = 0 to compare with the target"
+    first = table.loc[table["phi"].idxmin()]
+    ratio = members["gflops"] / first["gflops"]
+    wanted = target ** (members["phi"] - first["phi"])
+    error = (ratio / wanted - 1).abs()
+    i = error.idxmax()
+    return (f"the family's measured FLOPs stray from {target:g}^phi by at most {error[i]:.0%} "
+            f"(phi = {members.loc[i, 'phi']:g}: {ratio[i]:.3g}x where {wanted[i]:.3g}x is asked)")
 
 
 def write_family(members: Sequence[tuple[float, NetworkSpec]], out_dir: Path, save_models: bool = False,

@@ -17,6 +17,8 @@ from typing import Any, TypeVar
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from nas.statistics import Estimate, estimate
+
 R = TypeVar("R", bound="TrialRecord")
 
 
@@ -32,6 +34,7 @@ class TrialRecord:
     seed_accuracies: list[float] | None = None     # final validation accuracy of each seed
     acc_mean: float | None = None
     acc_std: float | None = None
+    val_images: int | None = None                  # validation images each accuracy was measured on
     wall_time: float | None = None
     fail_reason: str | None = None                 # a failure of its own (diverged, out of memory, an error)
     fail_traceback: str | None = None              # the traceback when the trial raised an exception
@@ -64,6 +67,12 @@ class TrialRecord:
     @property
     def epochs(self) -> int:
         return len(self.accuracy_per_epoch or [])
+
+    def estimate(self) -> Estimate | None:
+        """The accuracy with its noise over seeds and validation images (nas.statistics); None untrained."""
+        if not self.seed_accuracies:
+            return None
+        return estimate(self.seed_accuracies, self.val_images)
 
 
 @dataclass(frozen=True)

@@ -125,24 +125,27 @@ def report_parts(study: optuna.Study, config: dict,
     The family is built from the winner's exact coefficients (`best_coefficients`), as `nas materialize
     --study` builds it; the tables show them rounded, which would move resolutions by a pixel."""
     if config.get("arch") is not None:
-        from nas.search.arch import arch_table
+        from nas.search.results import arch_table
         table = arch_table(study)
         winners = table[table["best"].notna()].sort_values("best").head(10) if not table.empty else table
         caption = ("A block-level search has no family of its own: export its best network (nas arch export) "
                    "and scale it with a coefficient search.")
         return table, winners, pd.DataFrame(), caption, None
-    from nas.family import compound_family, family_table
-    from nas.search.scale import best_coefficients, ranked_winners, trials_table
+    from nas.family import exact_cost_family, family_table, worst_deviation
+    from nas.search.results import trials_table, verdict
     from nas.spec import load_spec
     table = trials_table(study)
-    if not ranked_winners(study):
+    found = verdict(study)
+    if found is None:
         return table, pd.DataFrame(), pd.DataFrame(), "No winner yet, so no family.", table
     winners = table[table["rank"].notna()].sort_values("rank").head(10)
-    alpha, beta, gamma = best_coefficients(study)
-    family = family_table(compound_family(load_spec(config["space"]), alpha, beta, gamma, range(8)),
-                          progress=progress)
-    caption = (f"The best coefficients (alpha {alpha:.4g}, beta {beta:.4g}, gamma {gamma:.4g}) applied to the full-size "
-               f"{config['space']} at its native resolution, phi = 0..7 (nas materialize --study {study.study_name}).")
+    alpha, beta, gamma = found.best.coefficients
+    target = config.get("search", {}).get("target", 2.0)
+    members, nominal = exact_cost_family(load_spec(config["space"]), alpha, beta, gamma, range(8), target)
+    family = family_table(members, progress=progress, target=target, nominal_resolutions=nominal)
+    caption = (f"{found.sentence()}. The best coefficients (alpha {alpha:.4g}, beta {beta:.4g}, gamma {gamma:.4g}) "
+               f"applied to the full-size {config['space']}, phi = 0..7, each member's resolution solved so that it costs "
+               f"{target:g}^phi (nas materialize --study {study.study_name}); {worst_deviation(family, target)}.")
     return table, winners, family, caption, table
 
 
@@ -151,7 +154,7 @@ def report_study(name_or_path: str, storage: str | None, out: Path | None,
     """Write the report of a stored study (default runs/<name>/report.html); (its path, its size in bytes)."""
     from nas.config import RUNS_DIR
     from nas.errors import NasError
-    from nas.search.frontier import frontier_table
+    from nas.search.results import frontier_table
     from nas.search.storage import load_stored_study, masked, open_storage
 
     study, url = load_stored_study(name_or_path, storage)

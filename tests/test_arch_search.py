@@ -13,7 +13,8 @@ from nas.config import load_study
 from nas.errors import NasError
 from nas.flops import flops_at, params_of
 from nas.pareto import pareto_front
-from nas.search.arch import ArchJob, arch_table, mnasnet_reward
+from nas.search.arch import ArchJob, mnasnet_reward
+from nas.search.results import arch_table
 from nas.search.runner import run_search
 from nas.space import load_space
 from nas.spec import load_spec

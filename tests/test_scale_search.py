@@ -17,8 +17,9 @@ from optuna.trial import TrialState
 
 from nas.config import load_study
 from nas.errors import SearchAborted
+from nas.search.results import best_coefficients, ranked_winners
 from nas.search.runner import run_search
-from nas.search.scale import ScaleJob, best_coefficients, ranked_winners
+from nas.search.scale import ScaleJob
 from nas.search.storage import open_storage
 
 

@@ -127,13 +127,31 @@ def _winner_study(gamma: float) -> optuna.Study:
 
 
 def test_report_family_uses_the_exact_winning_coefficients():
+    from nas.family import exact_cost_family
     from nas.report import report_parts
 
     gamma = 231 / 224      # 1.03125; the table shows 1.031, which moves phi = 3 and 7 by a pixel
-    exact = [s.resolution for _, s in compound_family(load_spec("efficientnet_b0"), 1.1, 1.1, gamma, range(8))]
-    assert exact[7] != compound(load_spec("efficientnet_b0"), 1.1, 1.1, round(gamma, 3), 7).resolution
-    _, _, family, _, _ = report_parts(_winner_study(gamma), {"space": "efficientnet_b0"})
-    assert family["resolution"].tolist() == exact
+    b0 = load_spec("efficientnet_b0")
+    exact = [s.resolution for _, s in compound_family(b0, 1.1, 1.1, gamma, range(8))]
+    assert exact[7] != compound(b0, 1.1, 1.1, round(gamma, 3), 7).resolution
+    _, _, family, caption, _ = report_parts(_winner_study(gamma), {"space": "efficientnet_b0"})
+    assert family["nominal_resolution"].tolist() == exact          # the compound rule, exact coefficients
+    solved = exact_cost_family(b0, 1.1, 1.1, gamma, range(8))[0]   # as nas materialize --study builds it
+    assert family["resolution"].tolist() == [s.resolution for _, s in solved]
+    assert "materialize --study" in caption
+
+
+def test_an_exact_cost_family_doubles_its_measured_flops_each_step():
+    from nas.family import exact_cost_family, family_table
+
+    b0 = load_spec("efficientnet_b0")
+    members, nominal = exact_cost_family(b0, 1.3, 1.1, 1.062, range(8))     # the quickstart's winner
+    table = family_table(members, nominal_resolutions=nominal)
+    nominal_table = family_table(compound_family(b0, 1.3, 1.1, 1.062, range(8)))
+    assert nominal_table["flops_ratio"].iloc[7] < 64                        # the nominal "B7" is half size
+    assert ((table["flops_ratio"] / 2.0 ** table["phi"] - 1).abs() <= 0.10).all()
+    assert table["depth"].tolist() == nominal_table["depth"].tolist()      # depth as the rule has it,
+    assert ((table["width"] / nominal_table["width"] - 1).abs() <= 0.05).all()   # width nudged 5 % at most
 
 
 def test_changed_definition_on_another_storage_names_the_right_fix(tiny_study, tmp_path):

@@ -15,17 +15,18 @@ from nas.errors import NasError
 def cmd_materialize(args: argparse.Namespace) -> int:
     from nas.family import check_out_dir, family_table, materialize_members, write_family
 
-    members, base, source = materialize_members(args.space, args.preset, (args.alpha, args.beta, args.gamma),
-                                                args.study, args.storage, args.phi, args.resolution_multiple)
+    built = materialize_members(args.space, args.preset, (args.alpha, args.beta, args.gamma), args.study,
+                                args.storage, args.phi, args.resolution_multiple, args.exact_cost)
     if args.save_models and not args.out:
         raise NasError("--save-models needs --out DIR to write the weights to")
     if args.out:
         check_out_dir(Path(args.out))
-    if source:
-        print(source, file=sys.stderr)
-    df = family_table(members, reference=base, progress=progress_of(args))
+    if built.source:
+        print(built.source, file=sys.stderr)
+    df = family_table(built.members, reference=built.base, progress=progress_of(args), target=built.target,
+                      nominal_resolutions=built.nominal_resolutions)
     if args.out:
-        written = write_family(members, Path(args.out), args.save_models, args.num_classes)
+        written = write_family(built.members, Path(args.out), args.save_models, args.num_classes)
         print(f"wrote {len(written)} files to {args.out}", file=sys.stderr)
     print_table(df, args.format)
     return 0
@@ -43,6 +44,12 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--space", help=f"{SPACE_HELP} (default efficientnet_b0, or the study's)")
     p.add_argument("--resolution-multiple", type=int, default=1,
                    help="round compound resolutions to this multiple (default 1)")
+    cost = p.add_mutually_exclusive_group()
+    cost.add_argument("--exact-cost", dest="exact_cost", action="store_true", default=None,
+                      help="solve each member's resolution so its measured FLOPs are 2^phi (the study's c^phi) "
+                           "times the base's (default with --study)")
+    cost.add_argument("--nominal", dest="exact_cost", action="store_false",
+                      help="resolution gamma^phi as the compound rule has it (default with --alpha/--beta/--gamma)")
     p.add_argument("--out", help="write one spec YAML per member into this folder")
     p.add_argument("--save-models", action="store_true", help="with --out, also save freshly built weights (.pt)")
     p.add_argument("--num-classes", type=int, default=1000, help="classifier size of saved models (default 1000)")

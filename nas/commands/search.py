@@ -15,8 +15,9 @@ from nas.errors import NasError
 
 def cmd_scale_run(args: argparse.Namespace) -> int:
     from nas.config import load_study
-    from nas.family import compound_family, family_table, parse_phis
-    from nas.search.scale import ScaleJob, best_coefficients, ranked_winners, state_counts, trials_table
+    from nas.family import exact_cost_family, family_table, parse_phis, worst_deviation
+    from nas.search.results import state_counts, trials_table, verdict
+    from nas.search.scale import ScaleJob
     from nas.spec import load_spec
 
     cfg = load_study(args.study)
@@ -27,31 +28,39 @@ def cmd_scale_run(args: argparse.Namespace) -> int:
     if study is None:
         return 130
     table = trials_table(study)
-    if not ranked_winners(study):
+    found = verdict(study)
+    if found is None:
         print(f"study {cfg.name}: {state_counts(table)}", file=sys.stderr)
         print(f"nas scale run: no trial finished with an accuracy; the reasons are in "
               f"'nas scale show {cfg.name}'", file=sys.stderr)
         return 1
-    alpha, beta, gamma = best_coefficients(study)
+    alpha, beta, gamma = found.best.coefficients
     winners = table[table["rank"].notna()].sort_values("rank").head(args.top)
-    family = family_table(compound_family(load_spec(cfg.space), alpha, beta, gamma, phis))
+    members, nominal = exact_cost_family(load_spec(cfg.space), alpha, beta, gamma, phis, cfg.search.target)
+    family = family_table(members, target=cfg.search.target, nominal_resolutions=nominal)
+    drift = worst_deviation(family, cfg.search.target)
     if args.format == "json":
         print(json.dumps({"study": cfg.name, "best": {"alpha": alpha, "beta": beta, "gamma": gamma},
+                          "tie": found.is_tie, "tied_trials": [r.number for r in found.tied],
+                          "verdict": found.sentence(), "family_drift": drift,
                           "winners": json.loads(winners.to_json(orient="records")),
                           "family": json.loads(family.to_json(orient="records"))}, indent=2))
     elif args.format == "csv":
         print_table(family, "csv")
     else:
-        print(f"study {cfg.name}: {state_counts(table)}\n\nwinners (best first):")
+        print(f"study {cfg.name}: {state_counts(table)}\n\ncandidates (best first; tied_best: within the noise "
+              f"of the best):")
         print_table(winners, "table")
         print(f"\nfamily of the best coefficients (alpha {alpha:.4g}, beta {beta:.4g}, gamma {gamma:.4g}) on "
-              f"{cfg.space}:")
+              f"{cfg.space}{', a tie' if found.is_tie else ''}; resolutions solved so each member costs "
+              f"{cfg.search.target:g}^phi (nominal_resolution: gamma^phi):")
         print_table(family, "table")
+        print(f"\n{found.sentence()}.\n{drift}.")
     return 0
 
 
 def cmd_scale_show(args: argparse.Namespace) -> int:
-    from nas.search.scale import state_counts, trials_table
+    from nas.search.results import state_counts, trials_table, verdict
     from nas.search.storage import load_stored_study
 
     study, _ = load_stored_study(args.study, args.storage)
@@ -59,9 +68,12 @@ def cmd_scale_show(args: argparse.Namespace) -> int:
     if table.empty:
         raise NasError(f"study '{study.study_name}' has no trials yet: run it with nas scale run")
     table = table.sort_values(["rank", "trial"], na_position="last")
-    if args.format == "table":
-        print(f"study {study.study_name}: {state_counts(table)}")
     print_table(table, args.format)
+    found = verdict(study)
+    if args.format == "table":
+        print(f"\nstudy {study.study_name}: {state_counts(table)}")
+        if found:
+            print(f"{found.sentence()}.")
     return 0
 
 
@@ -81,7 +93,7 @@ def add_scale_parser(sub: Any) -> None:
 
 
 def _print_arch(study: Any, table: Any, fmt: str, top: int) -> int:
-    from nas.search.scale import state_counts
+    from nas.search.results import state_counts
 
     if table.empty or table["best"].isna().all():
         raise NasError(f"study '{study.study_name}' has no complete trial yet: run or resume it with nas arch run")
@@ -97,7 +109,8 @@ def _print_arch(study: Any, table: Any, fmt: str, top: int) -> int:
 
 def cmd_arch_run(args: argparse.Namespace) -> int:
     from nas.config import load_study
-    from nas.search.arch import ArchJob, arch_table
+    from nas.search.arch import ArchJob
+    from nas.search.results import arch_table
 
     cfg = load_study(args.study)
     if cfg.arch is None:
@@ -107,7 +120,7 @@ def cmd_arch_run(args: argparse.Namespace) -> int:
 
 
 def cmd_arch_show(args: argparse.Namespace) -> int:
-    from nas.search.arch import arch_table
+    from nas.search.results import arch_table
     from nas.search.storage import load_stored_study
 
     study, _ = load_stored_study(args.study, args.storage)

@@ -16,18 +16,16 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import cast
 
 import optuna
-import pandas as pd
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import FrozenTrial
 
 from nas.config import ArchSettings, StudyConfig
 from nas.device import resolve_device
 from nas.errors import NasError
 from nas.flops import flops_at, params_of
 from nas.latency import measure_spec
-from nas.records import ArchRecord, record, records
+from nas.records import ArchRecord, record
 from nas.scaling import scale
 from nas.search.runner import counts_as_finished
 from nas.search.scoring import describe_outcome, make_pruner, proxy_data, recording_failures, train_and_score
@@ -126,27 +124,6 @@ class ArchJob:
 
 
 # ------------------------------------------------------------------------------------------ results
-
-def arch_table(study: optuna.Study) -> pd.DataFrame:
-    """Every trial: cost, accuracy, reward; `best` ranks rewards, or marks the Pareto set (1)."""
-    df = pd.DataFrame([{"trial": r.number, "state": r.state, "mflops": r.mflops, "params": r.params,
-                        "latency_ms": r.latency_ms, "acc_mean": r.acc_mean, "acc_std": r.acc_std, "reward": r.reward,
-                        "wall_s": r.wall_time, "reason": r.fail_reason or ""} for r in records(study, ArchRecord)])
-    if df.empty:
-        return df
-    best = {t.number: i + 1 for i, t in enumerate(best_trials(study))}
-    df.insert(1, "best", pd.array([best.get(n) for n in df["trial"]], dtype="Int64"))
-    return df.round({"mflops": 1, "latency_ms": 3, "acc_mean": 4, "acc_std": 4, "reward": 4, "wall_s": 1})
-
-
-def best_trials(study: optuna.Study) -> list[FrozenTrial]:
-    """Single objective: complete trials by reward, best first. Several: the Pareto set (Optuna's)."""
-    if len(study.directions) == 1:
-        done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        # A complete trial of a single-objective study always has a value.
-        return sorted(done, key=lambda t: (-cast(float, t.value), t.number))
-    return sorted(study.best_trials, key=lambda t: -t.values[0])
-
 
 def trial_spec(study: optuna.Study, number: int) -> NetworkSpec:
     trials = {t.number: t for t in study.get_trials(deepcopy=False)}

@@ -10,6 +10,7 @@ Cost is measured FLOPs (fvcore) or, in hardware mode, measured latency on a devi
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -113,28 +114,31 @@ def solve_resolution(base: NetworkSpec, alpha: float, beta: float, cost: CostFn,
     """The integer phi = 1 resolution whose measured cost ratio to `base` is closest to `target`.
 
     Judged on the full-size base at its native resolution: the network the family is built from.
-    Cost grows roughly with resolution squared, so one measurement at the native resolution predicts
-    the answer and a short walk over neighbouring integers settles it on measured values.
     """
     r0 = base.resolution
     spec1 = target_member(base, alpha, beta, r0)
     cost0 = cost(base, r0)
-    measured: dict[int, float] = {r0: cost(spec1, r0)}
-
-    def error(r: int) -> float:
-        if r not in measured:
-            measured[r] = cost(spec1, r)
-        return abs(math.log(measured[r] / cost0 / target))
-
-    r_max = max(r0, int(r0 * max_gamma))
-    guess = r0 * math.sqrt(target * cost0 / measured[r0])
-    best = min(max(r0, round(guess)), r_max)
-    error(best)
-    direction = 1 if measured[best] < target * cost0 else -1   # toward the target; stop when it gets worse
-    while r0 <= best + direction <= r_max and error(best + direction) < error(best):
-        best += direction
+    cost1 = functools.cache(lambda r: cost(spec1, r))     # each resolution measured once
+    best = closest_resolution(cost1, target * cost0, r0, r0, max(r0, int(r0 * max_gamma)))
     return Candidate(alpha=alpha, beta=beta, gamma=best / r0, resolution0=r0, resolution1=best, cost0=cost0,
-                     cost1=measured[best], target=target, tolerance=tolerance)
+                     cost1=cost1(best), target=target, tolerance=tolerance)
+
+
+def closest_resolution(cost_at: Callable[[int], float], wanted: float, start: int, low: int, high: int) -> int:
+    """The integer resolution in [low, high] whose measured cost is nearest `wanted` (in log terms).
+
+    Cost grows roughly with resolution squared, so one measurement at `start` predicts the answer and a
+    short walk over neighbouring integers settles it on measured values (rounding makes cost a staircase,
+    so the prediction alone is off by a few pixels)."""
+    def error(r: int) -> float:
+        return abs(math.log(cost_at(r) / wanted))
+
+    guess = round(start * math.sqrt(wanted / cost_at(start)))
+    best = min(max(low, guess), high)
+    direction = 1 if cost_at(best) < wanted else -1     # toward the target; stop when it gets worse
+    while low <= best + direction <= high and error(best + direction) < error(best):
+        best += direction
+    return best
 
 
 def grid_points(lo_hi_alpha: tuple[float, float], lo_hi_beta: tuple[float, float], step: float) -> list[tuple[float, float]]:

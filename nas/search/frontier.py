@@ -23,7 +23,6 @@ import dataclasses
 import functools
 import hashlib
 import math
-import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,23 +30,22 @@ from typing import Any
 
 import optuna
 import pandas as pd
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import FrozenTrial
 
 from nas.config import LatencySettings, StudyConfig
 from nas.device import resolve_device
 from nas.errors import NasError
 from nas.flops import flops_at, params_of
 from nas.latency import measure_spec, measurement_conditions
-from nas.pareto import pareto_front
-from nas.records import FrontierRunRecord, record, records
+from nas.records import FrontierRunRecord, record
 from nas.scaling import PAPER_COEFFICIENTS, check_coefficients
 from nas.search.constraint import ProxyFamily, network_key, proxy_family
+from nas.search.results import MEMBER, frontier_table, stored_members
 from nas.search.runner import all_finished, claim_queued, enqueue_missing
 from nas.search.scoring import describe_outcome, proxy_data, recording_failures, train_and_score
 from nas.spec import NetworkSpec, spec_from_dict
 
 RUN = "frontier_run"          # FrontierRunRecord.frontier_run: [network id, seed] of an enqueued trial
-MEMBER = "member:"            # study attr prefix: member:<family>:<phi> -> the member's description
 NETWORK = "network:"          # study attr prefix: network:<id> -> the network's spec
 SINGLE_DIMENSIONS = ("width", "depth", "resolution")
 MAX_MULTIPLIER = 32.0         # single-dimension search range: up to 32x the base's width/depth/resolution
@@ -87,7 +85,7 @@ KNOWN_FAMILIES = ("searched", "paper", *SINGLE_DIMENSIONS)
 def searched_families(configs: list[StudyConfig], studies: list[optuna.Study],
                       given: tuple[float, float, float] | None) -> list[Family]:
     """The compound families to compare: coefficients given by hand, then each study's winner."""
-    from nas.search.scale import best_coefficients
+    from nas.search.results import best_coefficients
 
     families = [compound_family("given", *given)] if given else []
     for cfg, study in zip(configs, studies):
@@ -122,7 +120,7 @@ def plan_frontier(study_args: list[str], storage: str | None, families_text: str
     which families, which phis and seeds, and where latency is timed (None: not at all; "": the study's
     search.latency device)."""
     from nas.family import parse_phis
-    from nas.search.scale import trials_table
+    from nas.search.results import trials_table
     from nas.search.storage import find_study_config, load_stored_study
 
     if any(v is not None for v in given) and any(v is None for v in given):
@@ -246,7 +244,7 @@ class FrontierJob:
         conditions = None if self.latency is None else {
             **measurement_conditions(self.latency), "warmup": self.latency.warmup, "repeats": self.latency.repeats}
         # One measurement per network and conditions, kept across runs: a shared network (phi = 0) has one.
-        latencies = {m["network"]: m["latency_ms"] for m in _members(stored)
+        latencies = {m["network"]: m["latency_ms"] for m in stored_members(stored)
                      if "latency_ms" in m and m.get("latency_conditions") == conditions}
         out = []
         for phi in sorted(self.phis):
@@ -331,7 +329,7 @@ class FrontierJob:
             net, seed = claim_queued(trial, RUN)
             attrs = trial.study.user_attrs
             spec = spec_from_dict(attrs[f"{NETWORK}{net}"])
-            record(trial, FrontierRunRecord, members=[f"{m['family']} phi {m['phi']:g}" for m in _members(attrs)
+            record(trial, FrontierRunRecord, members=[f"{m['family']} phi {m['phi']:g}" for m in stored_members(attrs)
                                                       if m["network"] == net],
                    resolution=spec.resolution, device=device)
             return train_and_score(trial, spec, data, train_cfg, 1, self.config.seed + seed, start, prune=False)
@@ -347,39 +345,3 @@ class FrontierJob:
         return f"{names} ({r.resolution or '?'} px), seed {seed}" + describe_outcome(r)
 
 
-def _members(attrs: dict) -> list[dict]:
-    return [v for k, v in attrs.items() if k.startswith(MEMBER)]
-
-
-# ------------------------------------------------------------------------------------------ results
-
-def frontier_table(study: optuna.Study) -> pd.DataFrame:
-    """One row per (family, phi) member: its coefficients, size, cost, and the accuracy of its network
-    over every finished seed (mean, standard deviation, min, max), with the accuracy-vs-FLOPs Pareto
-    front marked. Members without a finished run have NaN accuracy and 0 seeds."""
-    accuracies: dict[str, list[float]] = {}
-    for r in records(study, FrontierRunRecord, states=(TrialState.COMPLETE,)):
-        if r.frontier_run and r.acc_mean is not None:
-            accuracies.setdefault(r.frontier_run[0], []).append(r.acc_mean)
-    rows = []
-    for m in sorted(_members(study.user_attrs), key=lambda m: (m["order"], m["phi"])):
-        accs = accuracies.get(m["network"], [])
-        rows.append({
-            "family": m["family"], "label": m["label"], "kind": m["kind"], "phi": m["phi"],
-            "alpha": m["alpha"], "beta": m["beta"], "gamma": m["gamma"],
-            "width": m["width"], "depth": m["depth"], "resolution": m["resolution"], "params": m["params"],
-            "mflops": m["flops"] / 1e6, "flops_vs_reference": m["flops_vs_reference"], "matched": m["matched"],
-            "latency_ms": m.get("latency_ms", math.nan),
-            "acc_mean": statistics.fmean(accs) if accs else math.nan,
-            "acc_std": statistics.stdev(accs) if len(accs) > 1 else (0.0 if accs else math.nan),
-            "acc_min": min(accs, default=math.nan), "acc_max": max(accs, default=math.nan),
-            "seeds": len(accs), "network": m["network"],
-        })
-    df = pd.DataFrame(rows)
-    if df.empty:
-        return df
-    trained = df[df["seeds"] > 0]
-    front = set(trained.index[pareto_front(list(zip(trained["acc_mean"], trained["mflops"])), ["maximize", "minimize"])])
-    df["pareto"] = [i in front for i in df.index]
-    return df.round({"alpha": 4, "beta": 4, "gamma": 4, "width": 4, "depth": 4, "mflops": 3, "flops_vs_reference": 4, "latency_ms": 4,
-                     "acc_mean": 4, "acc_std": 4, "acc_min": 4, "acc_max": 4})

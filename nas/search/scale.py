@@ -19,8 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import optuna
-import pandas as pd
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import FrozenTrial
 
 from nas.config import StudyConfig, TrainConfig
 from nas.device import resolve_device
@@ -179,58 +178,3 @@ def record_candidate(trial: optuna.Trial, cand: Candidate, cost_kind: str) -> No
     trial.set_constraint("cost_ratio", cand.violation)
 
 
-# ------------------------------------------------------------------------------------------ results
-
-def trials_table(study: optuna.Study) -> pd.DataFrame:
-    """Every trial with its candidate, cost ratios, accuracy and fate; winners ranked 1, 2, ...
-
-    Coefficients and ratios are shown to 3 decimals; use `best_coefficients` for the exact values."""
-    rows = [{
-        "trial": r.number, "state": "infeasible" if r.state == "complete" and r.feasible is False else r.state,
-        "alpha": r.alpha, "beta": r.beta, "gamma": r.gamma, "res0": r.resolution0, "res1": r.resolution1,
-        "nominal_ratio": r.nominal_ratio, "measured_ratio": r.ratio,
-        "proxy_res": r.proxy_resolution, "proxy_ratio": r.proxy_flops_ratio, "params": r.params,
-        "acc_mean": r.acc_mean, "acc_std": r.acc_std, "seeds": r.seeds, "epochs": r.epochs,
-        "wall_s": r.wall_time, "reason": r.fail_reason or "",
-    } for r in records(study, CoefficientRecord)]
-    df = pd.DataFrame(rows)
-    if df.empty:
-        return df
-    rank = {r.number: i + 1 for i, r in enumerate(ranked_winners(study))}
-    df.insert(1, "rank", pd.array([rank.get(n) for n in df["trial"]], dtype="Int64"))
-    return df.round({"alpha": 3, "beta": 3, "gamma": 3, "nominal_ratio": 3, "measured_ratio": 3,
-                     "proxy_ratio": 3, "acc_mean": 4, "acc_std": 4, "wall_s": 1})
-
-
-def ranked_winners(study: optuna.Study) -> list[CoefficientRecord]:
-    """Feasible complete trials, best first. Ties (common on easy proxies) go to the ratio nearer the
-    target, then to smaller alpha and beta, so the winner does not depend on worker scheduling."""
-    done = [r for r in records(study, CoefficientRecord, states=(TrialState.COMPLETE,))
-            if r.feasible and r.acc_mean is not None]
-    target = study.user_attrs.get("config", {}).get("search", {}).get("target", 2.0)
-    return sorted(done, key=lambda r: (-round(r.acc_mean or 0.0, 6), abs(math.log((r.ratio or target) / target)),
-                                       r.alpha, r.beta))
-
-
-def best_coefficients(study: optuna.Study) -> tuple[float, float, float]:
-    """The winner's exact (alpha, beta, gamma), unrounded: what every family of the study is built from."""
-    ranked = ranked_winners(study)
-    if not ranked:
-        raise NasError(f"study '{study.study_name}' has no finished feasible trial yet: run or resume it first")
-    return ranked[0].coefficients
-
-
-def stored_winner(name_or_path: str, storage: str | None) -> tuple[str, str, tuple[float, float, float]]:
-    """(study name, its base network, the winner's exact coefficients) of a stored coefficient study."""
-    from nas.search.storage import load_stored_study
-
-    study, _ = load_stored_study(name_or_path, storage)
-    space = study.user_attrs.get("config", {}).get("space", "efficientnet_b0")
-    return study.study_name, space, best_coefficients(study)
-
-
-def state_counts(table: pd.DataFrame) -> str:
-    """'8 complete, 2 infeasible': how the trials of a table ended."""
-    counts = table["state"].value_counts()
-    return ", ".join(f"{counts[s]} {s}" for s in ("complete", "pruned", "infeasible", "fail", "running", "waiting")
-                     if s in counts)

@@ -70,7 +70,7 @@ def train_and_score(trial: optuna.Trial, spec: NetworkSpec, data: Dataset, train
             raise TrialFailed(result.reason)
         accuracies.append(result.final_acc)
     record(trial, TrialRecord, seed_accuracies=accuracies, acc_mean=statistics.fmean(accuracies),
-           acc_std=statistics.stdev(accuracies) if len(accuracies) > 1 else 0.0,
+           acc_std=statistics.stdev(accuracies) if len(accuracies) > 1 else 0.0, val_images=len(data.y_val),
            wall_time=time.perf_counter() - start)
     return statistics.fmean(accuracies)
 

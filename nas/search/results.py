@@ -1,0 +1,198 @@
+"""Reading searches back: every table and winner comes from the trial records in storage, with no torch.
+
+`nas scale show`, `nas arch show`, the report and the frontier's table all start here, so they start
+in well under a second (Optuna, pandas and SQLAlchemy, nothing heavier). The searches themselves
+(scale.py, arch.py, frontier.py) write the records these functions read.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass
+from typing import cast
+
+import optuna
+import pandas as pd
+from optuna.trial import FrozenTrial, TrialState
+
+from nas.errors import NasError
+from nas.pareto import pareto_front
+from nas.records import ArchRecord, CoefficientRecord, FrontierRunRecord, records
+from nas.statistics import tied_with_best
+
+MEMBER = "member:"            # frontier study attr prefix: member:<family>:<phi> -> the member's description
+
+
+# ------------------------------------------------------------------------------- coefficient search
+
+def trials_table(study: optuna.Study) -> pd.DataFrame:
+    """Every trial with its candidate, cost ratios, accuracy and fate; winners ranked 1, 2, ...
+
+    Coefficients and ratios are shown to 3 decimals; use `best_coefficients` for the exact values."""
+    rows = [{
+        "trial": r.number, "state": "infeasible" if r.state == "complete" and r.feasible is False else r.state,
+        "alpha": r.alpha, "beta": r.beta, "gamma": r.gamma, "res0": r.resolution0, "res1": r.resolution1,
+        "nominal_ratio": r.nominal_ratio, "measured_ratio": r.ratio,
+        "proxy_res": r.proxy_resolution, "proxy_ratio": r.proxy_flops_ratio, "params": r.params,
+        "acc_mean": r.acc_mean, "acc_std": r.acc_std, "seeds": r.seeds, "epochs": r.epochs,
+        "wall_s": r.wall_time, "reason": r.fail_reason or "",
+    } for r in records(study, CoefficientRecord)]
+    df = pd.DataFrame(rows)
+    if df.empty:
+        return df
+    found = verdict(study)
+    ranked = found.ranked if found else []
+    rank = {r.number: i + 1 for i, r in enumerate(ranked)}
+    estimates = {r.number: r.estimate() for r in ranked}
+    tied = {r.number for r in found.tied} if found else set()
+    df.insert(1, "rank", pd.array([rank.get(n) for n in df["trial"]], dtype="Int64"))
+    at = df.columns.get_loc("acc_std") + 1
+    df.insert(at, "acc_low", [e.low if (e := estimates.get(n)) else math.nan for n in df["trial"]])
+    df.insert(at + 1, "acc_high", [e.high if (e := estimates.get(n)) else math.nan for n in df["trial"]])
+    df.insert(at + 2, "tied_best", [n in tied for n in df["trial"]])
+    return df.round({"alpha": 3, "beta": 3, "gamma": 3, "nominal_ratio": 3, "measured_ratio": 3,
+                     "proxy_ratio": 3, "acc_mean": 4, "acc_std": 4, "acc_low": 4, "acc_high": 4, "wall_s": 1})
+
+
+def ranked_winners(study: optuna.Study) -> list[CoefficientRecord]:
+    """Feasible complete trials, best first. Ties (common on easy proxies) go to the ratio nearer the
+    target, then to smaller alpha and beta, so the winner does not depend on worker scheduling."""
+    done = [r for r in records(study, CoefficientRecord, states=(TrialState.COMPLETE,))
+            if r.feasible and r.acc_mean is not None]
+    target = study.user_attrs.get("config", {}).get("search", {}).get("target", 2.0)
+    return sorted(done, key=lambda r: (-round(r.acc_mean or 0.0, 6), abs(math.log((r.ratio or target) / target)),
+                                       r.alpha, r.beta))
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What a coefficient search can say: its candidates best first, and those the best cannot be told
+    apart from (nas.statistics). A winner only when that set is the best alone."""
+
+    ranked: list[CoefficientRecord]
+    tied: list[CoefficientRecord]
+
+    @property
+    def best(self) -> CoefficientRecord:
+        return self.ranked[0]
+
+    @property
+    def is_tie(self) -> bool:
+        return len(self.tied) > 1
+
+    def sentence(self) -> str:
+        b = self.best
+        est = b.estimate()
+        assert est is not None
+        who = f"trial {b.number} (alpha {b.alpha:.4g}, beta {b.beta:.4g}, gamma {b.gamma:.4g})"
+        if not math.isfinite(est.se):
+            return (f"no verdict: the best is {who} at {est.mean:.4f}, but its trials (one seed each, from an "
+                    f"effnas that did not record the validation size) carry no measure of their noise, so it cannot "
+                    f"be told from the {len(self.ranked) - 1} other candidate(s); rerun with search.seeds >= 2")
+        if len(self.ranked) == 1:
+            return f"one candidate finished: {who}, accuracy {est.describe()}; nothing to compare it with"
+        if not self.is_tie:
+            runner = self.ranked[1]
+            return (f"winner: {who}, accuracy {est.describe()}; it leads the runner-up (trial {runner.number}, "
+                    f"{runner.acc_mean:.4f}) by more than the noise")
+        others = ", ".join(str(r.number) for r in self.tied[1:])
+        return (f"no winner: {len(self.tied)} candidates are tied within the noise. The best is {who}, accuracy "
+                f"{est.describe()}; trials {others} cannot be told apart from it. The family is built from the "
+                f"best as a tie; more seeds (search.seeds) or a larger validation split can separate them")
+
+
+def verdict(study: optuna.Study) -> Verdict | None:
+    """The ranked candidates and the tie set of the best; None before any candidate finished."""
+    ranked = ranked_winners(study)
+    if not ranked:
+        return None
+    estimates = [r.estimate() for r in ranked]
+    tied = tied_with_best([e for e in estimates if e is not None])
+    return Verdict(ranked, [ranked[i] for i in sorted(tied)])
+
+
+def best_coefficients(study: optuna.Study) -> tuple[float, float, float]:
+    """The winner's exact (alpha, beta, gamma), unrounded: what every family of the study is built from."""
+    ranked = ranked_winners(study)
+    if not ranked:
+        raise NasError(f"study '{study.study_name}' has no finished feasible trial yet: run or resume it first")
+    return ranked[0].coefficients
+
+
+def stored_winner(name_or_path: str, storage: str | None) -> tuple[str, str, tuple[float, float, float], float]:
+    """(study name, its base network, the winner's exact coefficients, the cost step c) of a stored study."""
+    from nas.search.storage import load_stored_study
+
+    study, _ = load_stored_study(name_or_path, storage)
+    config = study.user_attrs.get("config", {})
+    return (study.study_name, config.get("space", "efficientnet_b0"), best_coefficients(study),
+            config.get("search", {}).get("target", 2.0))
+
+
+def state_counts(table: pd.DataFrame) -> str:
+    """'8 complete, 2 infeasible': how the trials of a table ended."""
+    counts = table["state"].value_counts()
+    return ", ".join(f"{counts[s]} {s}" for s in ("complete", "pruned", "infeasible", "fail", "running", "waiting")
+                     if s in counts)
+
+
+# ------------------------------------------------------------------------------- block-level search
+
+def arch_table(study: optuna.Study) -> pd.DataFrame:
+    """Every trial: cost, accuracy, reward; `best` ranks rewards, or marks the Pareto set (1)."""
+    df = pd.DataFrame([{"trial": r.number, "state": r.state, "mflops": r.mflops, "params": r.params,
+                        "latency_ms": r.latency_ms, "acc_mean": r.acc_mean, "acc_std": r.acc_std, "reward": r.reward,
+                        "wall_s": r.wall_time, "reason": r.fail_reason or ""} for r in records(study, ArchRecord)])
+    if df.empty:
+        return df
+    best = {t.number: i + 1 for i, t in enumerate(best_trials(study))}
+    df.insert(1, "best", pd.array([best.get(n) for n in df["trial"]], dtype="Int64"))
+    return df.round({"mflops": 1, "latency_ms": 3, "acc_mean": 4, "acc_std": 4, "reward": 4, "wall_s": 1})
+
+
+def best_trials(study: optuna.Study) -> list[FrozenTrial]:
+    """Single objective: complete trials by reward, best first. Several: the Pareto set (Optuna's)."""
+    if len(study.directions) == 1:
+        done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        # A complete trial of a single-objective study always has a value.
+        return sorted(done, key=lambda t: (-cast(float, t.value), t.number))
+    return sorted(study.best_trials, key=lambda t: -t.values[0])
+
+
+# ------------------------------------------------------------------------------------- frontiers
+
+def stored_members(attrs: dict) -> list[dict]:
+    return [v for k, v in attrs.items() if k.startswith(MEMBER)]
+
+
+def frontier_table(study: optuna.Study) -> pd.DataFrame:
+    """One row per (family, phi) member: its coefficients, size, cost, and the accuracy of its network
+    over every finished seed (mean, standard deviation, min, max), with the accuracy-vs-FLOPs Pareto
+    front marked. Members without a finished run have NaN accuracy and 0 seeds."""
+    accuracies: dict[str, list[float]] = {}
+    for r in records(study, FrontierRunRecord, states=(TrialState.COMPLETE,)):
+        if r.frontier_run and r.acc_mean is not None:
+            accuracies.setdefault(r.frontier_run[0], []).append(r.acc_mean)
+    rows = []
+    for m in sorted(stored_members(study.user_attrs), key=lambda m: (m["order"], m["phi"])):
+        accs = accuracies.get(m["network"], [])
+        rows.append({
+            "family": m["family"], "label": m["label"], "kind": m["kind"], "phi": m["phi"],
+            "alpha": m["alpha"], "beta": m["beta"], "gamma": m["gamma"],
+            "width": m["width"], "depth": m["depth"], "resolution": m["resolution"], "params": m["params"],
+            "mflops": m["flops"] / 1e6, "flops_vs_reference": m["flops_vs_reference"], "matched": m["matched"],
+            "latency_ms": m.get("latency_ms", math.nan),
+            "acc_mean": statistics.fmean(accs) if accs else math.nan,
+            "acc_std": statistics.stdev(accs) if len(accs) > 1 else (0.0 if accs else math.nan),
+            "acc_min": min(accs, default=math.nan), "acc_max": max(accs, default=math.nan),
+            "seeds": len(accs), "network": m["network"],
+        })
+    df = pd.DataFrame(rows)
+    if df.empty:
+        return df
+    trained = df[df["seeds"] > 0]
+    front = set(trained.index[pareto_front(list(zip(trained["acc_mean"], trained["mflops"])), ["maximize", "minimize"])])
+    df["pareto"] = [i in front for i in df.index]
+    return df.round({"alpha": 4, "beta": 4, "gamma": 4, "width": 4, "depth": 4, "mflops": 3, "flops_vs_reference": 4, "latency_ms": 4,
+                     "acc_mean": 4, "acc_std": 4, "acc_min": 4, "acc_max": 4})
