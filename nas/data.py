@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from nas.errors import NasError
+from nas.validation import InvalidField, integer, number, optional
 
 ACCEPTED = (
     "give 'digits', a CIFAR python directory, an image folder with one sub-folder per class, "
@@ -225,25 +226,23 @@ def iterate_batches(
             yield x[idx], y[idx]
 
 
+_ARGUMENT_RULES = {
+    "per_class": optional(integer(1)), "fraction": optional(number(0, 1, low_open=True)),
+    "val_fraction": number(0, 1, low_open=True, high_open=True), "image_size": optional(integer(1, 4096)),
+    "seed": integer(0),
+}
+
+
 def _check_arguments(
     per_class: int | None, fraction: float | None, val_fraction: float, seed: int, image_size: int | None
 ) -> None:
     if per_class is not None and fraction is not None:
         raise NasError("per_class and fraction are both given: give one of them to subset the training split")
-    if per_class is not None and not (_is_whole(per_class) and per_class >= 1):
-        raise NasError(f"per_class is {per_class}: give a whole number of training images per class, >= 1")
-    if fraction is not None and not 0 < fraction <= 1:
-        raise NasError(f"fraction is {fraction}: give a fraction of the training split in (0, 1]")
-    if not 0 < val_fraction < 1:
-        raise NasError(f"val_fraction is {val_fraction}: give a share of each class for validation in (0, 1)")
-    if image_size is not None and not (_is_whole(image_size) and image_size >= 1):
-        raise NasError(f"image_size is {image_size}: give a whole number of pixels >= 1, or leave it out")
-    if not (_is_whole(seed) and seed >= 0):
-        raise NasError(f"seed is {seed}: give a whole number of 0 or more")
-
-
-def _is_whole(value: object) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+    given = {"per_class": per_class, "fraction": fraction, "val_fraction": val_fraction, "image_size": image_size,
+             "seed": seed}
+    for name, rule in _ARGUMENT_RULES.items():
+        if not rule(given[name]):
+            raise InvalidField(name, given[name], rule.allowed)
 
 
 def source_fingerprint(source: str | os.PathLike[str]) -> str:

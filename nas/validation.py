@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar, get_args
@@ -57,8 +58,8 @@ def require(ok: bool, source: str, field: str, value: Any, allowed: str) -> None
 # ------------------------------------------------------------------------------------------ rules
 
 def is_int(v: Any) -> bool:
-    """A whole number, and not a boolean (YAML's `true` is not a count)."""
-    return isinstance(v, int) and not isinstance(v, bool)
+    """A whole number (numpy's too), and not a boolean (YAML's `true` is not a count)."""
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
 
 
 def is_number(v: Any) -> bool:

@@ -608,13 +608,13 @@ def test_npz_bad_images(tmp_path, x, match):
     ("kwargs", "match"),
     [
         ({"per_class": 5, "fraction": 0.5}, "both given"),
-        ({"fraction": 0.0}, "fraction is 0.0"),
-        ({"fraction": 1.5}, "fraction is 1.5"),
-        ({"per_class": 0}, "per_class is 0"),
-        ({"val_fraction": 0.0}, "val_fraction is 0.0"),
-        ({"val_fraction": 1.0}, "val_fraction is 1.0"),
-        ({"image_size": 0}, "image_size is 0"),
-        ({"seed": -1}, "seed is -1"),
+        ({"fraction": 0.0}, "'fraction' is 0.0"),
+        ({"fraction": 1.5}, "'fraction' is 1.5"),
+        ({"per_class": 0}, "'per_class' is 0"),
+        ({"val_fraction": 0.0}, "'val_fraction' is 0.0"),
+        ({"val_fraction": 1.0}, "'val_fraction' is 1.0"),
+        ({"image_size": 0}, "'image_size' is 0"),
+        ({"seed": -1}, "'seed' is -1"),
     ],
 )
 def test_bad_arguments(kwargs, match):
