@@ -13,15 +13,18 @@ import os
 import pwd
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import optuna
 import pytest
 from optuna.trial import TrialState
+from processes import spawned_workers
 
 from nas.search.storage import open_storage
 
@@ -184,3 +187,34 @@ def test_another_machine_joins(pg_url, tmp_path):
     for p, (_, err) in zip(procs, results):
         check_exit(p.returncode, err)
     complete_trials_once_per_grid_point(pg_url, "pgjoin")
+
+
+@pytest.mark.slow     # about a minute on 2 idle cores; the default suite keeps to its 10-minute budget
+def test_a_worker_killed_on_postgres_loses_and_duplicates_nothing(pg_url, tmp_path):
+    """kill -9 of one of two workers mid-trial: the other fails its trial once the heartbeat is silent
+    (heartbeat.grace 8 s), retries it, and every grid point ends complete exactly once (pytest -m slow)."""
+    study = write_study(tmp_path, "pgkill")
+    proc = subprocess.Popen(nas("scale", "run", study, "--storage", pg_url, "--workers", "2", *NO_FAMILY),
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    storage = open_storage(pg_url)       # one connection pool for the polling, not one per look
+    try:
+        deadline, victim = time.monotonic() + 600, None
+        while victim is None:
+            assert time.monotonic() < deadline and proc.poll() is None, "no trial started in time"
+            time.sleep(0.5)
+            try:
+                trials = optuna.load_study(study_name="pgkill", storage=storage).get_trials()
+            except KeyError:               # the launcher has not created the study yet
+                continue
+            workers = spawned_workers(proc.pid)
+            if len(workers) == 2 and any(t.state == TrialState.RUNNING for t in trials):
+                victim = workers[0]
+        os.kill(victim, signal.SIGKILL)
+        out, err = proc.communicate(timeout=CLI_TIMEOUT)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    complete_trials_once_per_grid_point(pg_url, "pgkill")
+    trials = optuna.load_study(study_name="pgkill", storage=storage).get_trials()
+    assert any(t.state == TrialState.FAIL for t in trials)          # the killed worker's trial, retried
+    storage.engine.dispose()

@@ -9,11 +9,11 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from pathlib import Path
 
 import optuna
 import pytest
 from optuna.trial import TrialState
+from processes import spawned_workers
 
 from nas.config import load_study
 from nas.errors import SearchAborted
@@ -149,43 +149,6 @@ def _wait_for(cfg, ready, timeout: float = 600, proc: subprocess.Popen | None = 
     raise AssertionError(f"study {cfg.name} did not get there in {timeout} s")
 
 
-def _children(pid: int) -> list[int]:
-    """Process ids of the children of `pid`, from /proc: the children files of its threads, or, on a kernel
-    without them, every process whose parent it is."""
-    files = list(Path(f"/proc/{pid}/task").glob("*/children"))
-    if files:
-        found = []
-        for f in files:
-            try:
-                found += [int(c) for c in f.read_text().split()]
-            except OSError:     # the thread ended meanwhile
-                pass
-        return sorted(set(found))
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        if ppid == pid:
-            found.append(int(stat.parent.name))
-    return sorted(found)
-
-
-def _workers(pid: int) -> list[int]:
-    """The worker processes of the search run as process `pid`: those of its own children that
-    multiprocessing's spawn started (its resource tracker is a child too). Processes outside this run,
-    other test sessions' workers included, are never looked at."""
-    workers = []
-    for child in _children(pid):
-        try:
-            if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes():
-                workers.append(child)
-        except OSError:         # exited meanwhile
-            pass
-    return workers
-
-
 def test_four_workers_share_the_local_file_and_finish_each_point_once(tiny_study):
     path = tiny_study(name="four")
     proc = _nas("scale", "run", path, "--workers", "4", "--force-workers", "--format", "json")
@@ -248,7 +211,7 @@ def test_a_killed_worker_is_covered_by_the_others(tiny_study):
         # A worker runs one trial at a time, so two running trials mean both workers hold one; a trial still
         # waiting means neither is about to run out of work and exit before the kill lands.
         states = Counter(t.state for t in trials)
-        workers[:] = _workers(proc.pid)
+        workers[:] = spawned_workers(proc.pid)
         return len(workers) == 2 and states[TrialState.RUNNING] == 2 and states[TrialState.WAITING] >= 1
 
     try:
