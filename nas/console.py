@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
 
-import pandas as pd
+if TYPE_CHECKING:          # pandas loads with the first table, not with `nas --help`
+    import pandas as pd
 
 FORMATS = ("table", "json", "csv")
 
