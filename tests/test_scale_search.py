@@ -185,7 +185,7 @@ def test_kill_9_mid_trial_then_the_same_command_completes_without_loss(tiny_stud
 
 
 def test_ctrl_c_then_the_same_command_resumes(tiny_study):
-    path = tiny_study(name="interrupted", epochs=4)
+    path = tiny_study(name="interrupted", epochs=8)     # long enough that a busy machine cannot finish first
     cfg = load_study(path)
     proc = _nas("scale", "run", path)
     _wait_for(cfg, lambda trials: any(t.state == TrialState.COMPLETE for t in trials), proc=proc)

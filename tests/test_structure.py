@@ -221,3 +221,20 @@ def test_latency_is_never_timed_while_another_process_trains(tmp_path):
     finally:
         holder.wait(timeout=60)
     assert holder.returncode == 0 and waited >= 1.0, f"measured after {waited:.2f} s, while the epoch ran"
+
+
+def test_a_trial_whose_worker_died_before_its_first_heartbeat_is_failed(tmp_path):
+    """Optuna's stale-trial check skips trials without a heartbeat: a worker killed right after taking a
+    trial would leave the study waiting forever."""
+    from nas.config import HeartbeatSettings
+    from nas.search.storage import fail_trials_without_heartbeat, open_storage
+
+    storage = open_storage(f"sqlite:///{tmp_path / 'h.db'}", HeartbeatSettings(interval=1, grace=4))
+    study = optuna.create_study(study_name="h", storage=storage)
+    orphan, alive = study.ask(), study.ask()       # RUNNING, and no worker writes their heartbeats
+    storage.record_heartbeat(alive._trial_id)
+    assert fail_trials_without_heartbeat(storage, study, older_than_s=3600) == []      # not old enough
+    time.sleep(2.5)                                # SQLite's clock has whole seconds
+    assert fail_trials_without_heartbeat(storage, study, older_than_s=1) == [orphan.number]
+    states = {t.number: t.state for t in study.get_trials()}
+    assert states == {orphan.number: TrialState.FAIL, alive.number: TrialState.RUNNING}

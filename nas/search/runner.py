@@ -26,7 +26,7 @@ from optuna.trial import FrozenTrial, TrialState
 from nas.config import StudyConfig
 from nas.errors import NasError, SearchAborted
 from nas.records import TrialRecord, record
-from nas.search.storage import masked, open_storage, storage_failure
+from nas.search.storage import fail_trials_without_heartbeat, masked, open_storage, storage_failure
 
 MAX_FAILURES_IN_A_ROW = 3
 
@@ -166,8 +166,15 @@ def worker_loop(job: SearchJob, storage_url: str, worker: int,
                                 f"'fail_traceback' attribute (nas scale show --format json)")
 
     waited_for: set[int] = set()
+    # A trial whose worker died before its first heartbeat is never stale to Optuna: give it up after
+    # well over any heartbeat delay a live worker has.
+    orphan_age = max(3 * job.config.heartbeat.grace, 120)
     while True:
         fail_stale_trials(study)
+        orphans = fail_trials_without_heartbeat(storage, study, orphan_age)
+        if orphans:
+            progress(f"[worker {worker}] trial(s) {orphans} never sent a heartbeat in {orphan_age} s: their "
+                     f"worker died as it took them; failed, and their work queued again")
         if job.done(study):
             return
         trials = study.get_trials(deepcopy=False)

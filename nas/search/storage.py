@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+import sqlalchemy
+from optuna.trial import TrialState
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
 
@@ -166,3 +168,44 @@ def find_study_storage(name_or_path: str, storage: str | None = None) -> tuple[s
         raise NasError(f"no study '{name_or_path}' under {RUNS_DIR}/: run 'nas scale run {name_or_path}' (a study "
                        f"file or an example's name) first, or give the study file or --storage URL")
     return name_or_path, f"sqlite:///{db}"
+
+
+def fail_trials_without_heartbeat(storage: optuna.storages.BaseStorage, study: optuna.Study,
+                                  older_than_s: float) -> list[int]:
+    """Fail RUNNING trials that never recorded a heartbeat and started over `older_than_s` ago; returns
+    their numbers. A worker killed between taking a trial and its first heartbeat leaves such a trial, and
+    Optuna's stale-trial check skips trials without a heartbeat, so without this the study would wait on
+    it forever. They fail without a reason, so the job re-queues their work (like a Ctrl-C'd trial).
+
+    Reads Optuna 5's RDB tables (a private layout): with another storage, or another layout, it does nothing.
+    """
+    if not isinstance(storage, optuna.storages.RDBStorage):
+        return []
+    try:
+        from datetime import timedelta
+
+        from optuna.storages._rdb import models
+
+        session = storage.scoped_session()
+        try:
+            now = session.execute(sqlalchemy.func.now()).scalar()
+            now = now.replace(tzinfo=None) if now is not None else None
+            study_id = storage.get_study_id_from_name(study.study_name)
+            orphans: list[tuple[int, int]] = [(int(t.trial_id), int(t.number)) for t in
+                       session.query(models.TrialModel)
+                       .filter(models.TrialModel.state == TrialState.RUNNING)
+                       .filter(models.TrialModel.study_id == study_id).all()
+                       if now is not None and not t.heartbeats and t.datetime_start is not None
+                       and now - t.datetime_start > timedelta(seconds=older_than_s)]
+        finally:
+            storage.scoped_session.remove()
+    except (ImportError, AttributeError, sqlalchemy.exc.SQLAlchemyError):
+        return []
+    failed = []
+    for trial_id, number in orphans:
+        try:
+            storage.set_trial_state_values(trial_id, TrialState.FAIL)
+            failed.append(number)
+        except (RuntimeError, optuna.exceptions.UpdateFinishedTrialError):   # finished meanwhile
+            pass
+    return failed
