@@ -38,7 +38,7 @@ from nas.errors import NasError
 from nas.flops import flops_at, params_of
 from nas.latency import measure_spec, measurement_conditions
 from nas.records import FrontierRunRecord, record
-from nas.scaling import PAPER_COEFFICIENTS, check_coefficients
+from nas.scaling import MAX_MULTIPLIER, PAPER_COEFFICIENTS, check_coefficients
 from nas.search.constraint import ProxyFamily, network_key, proxy_family
 from nas.search.results import MEMBER, frontier_table, stored_members
 from nas.search.runner import all_finished, claim_queued, enqueue_missing
@@ -48,7 +48,6 @@ from nas.spec import NetworkSpec, spec_from_dict
 RUN = "frontier_run"          # FrontierRunRecord.frontier_run: [network id, seed] of an enqueued trial
 NETWORK = "network:"          # study attr prefix: network:<id> -> the network's spec
 SINGLE_DIMENSIONS = ("width", "depth", "resolution")
-MAX_MULTIPLIER = 32.0         # single-dimension search range: up to 32x the base's width/depth/resolution
 
 
 @dataclass(frozen=True)
