@@ -9,6 +9,8 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
 
 import optuna
 import pytest
@@ -226,6 +228,86 @@ def test_a_killed_worker_is_covered_by_the_others(tiny_study):
     assert "stopped unexpectedly; the others retried their trials" in err
     study = _load(cfg)
     assert study.get_trials(states=(TrialState.FAIL,)), "the killed worker's trial was not failed and retried"
+    _assert_every_grid_point_once(study)
+
+
+def _read_stderr_until(proc: subprocess.Popen, text: str) -> None:
+    """Read the run's progress lines until one contains `text` (the moment under test has begun)."""
+    assert proc.stderr is not None
+    seen = []
+    for line in proc.stderr:
+        seen.append(line)
+        if text in line:
+            return
+    raise AssertionError(f"the run ended ({proc.wait()}) before printing {text!r}:\n{''.join(seen)[-4000:]}")
+
+
+def _killed(proc: subprocess.Popen) -> None:
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def test_kill_9_during_grid_enumeration_then_the_same_command_completes(tiny_study):
+    path = tiny_study(name="enumkilled")
+    cfg = load_study(path)
+    proc = _nas("scale", "run", path)
+    _read_stderr_until(proc, "grid [1/")            # the first of 12 points measured, 11 to go
+    _killed(proc)
+    study = _load(cfg)
+    assert "grid" not in study.user_attrs and not study.trials     # killed before the grid was recorded
+    rerun = _nas("scale", "run", path)
+    _, err = rerun.communicate(timeout=600)
+    assert rerun.returncode == 0, err
+    _assert_every_grid_point_once(_load(cfg))
+
+
+def test_kill_9_while_the_family_is_built_then_the_same_command_prints_it(tiny_study):
+    path = tiny_study(name="familykilled")
+    cfg = load_study(path)
+    proc = _nas("scale", "run", path, "--phi", "0-2", "--format", "json")
+    _read_stderr_until(proc, "materializing the family")
+    _killed(proc)
+    before = {t.number: (t.state, t.value) for t in _load(cfg).trials}
+    rerun = _nas("scale", "run", path, "--phi", "0-2", "--format", "json")
+    out, err = rerun.communicate(timeout=600)
+    assert rerun.returncode == 0, err
+    assert "] trial " not in err                                      # nothing was trained again
+    assert {t.number: (t.state, t.value) for t in _load(cfg).trials} == before
+    assert [m["phi"] for m in json.loads(out)["family"]] == [0, 1, 2]
+    _assert_every_grid_point_once(_load(cfg))
+
+
+def _make_read_only(path: Path) -> Callable[[], object]:
+    """Make a file unwritable, even for root (the immutable attribute), and return how to undo it."""
+    if os.geteuid() == 0:
+        if subprocess.run(["chattr", "+i", str(path)], capture_output=True).returncode != 0:
+            pytest.skip("root on a file system without the immutable attribute: no way to make a file read-only")
+        return lambda: subprocess.run(["chattr", "-i", str(path)], check=True)
+    modes = path.stat().st_mode, path.parent.stat().st_mode
+    path.chmod(0o444)
+    path.parent.chmod(0o555)          # nor can SQLite create its journal beside it
+    return lambda: (path.parent.chmod(modes[1]), path.chmod(modes[0]))
+
+
+def test_a_database_made_read_only_mid_run_stops_with_one_line_then_resumes(tiny_study):
+    path = tiny_study(name="readonly")
+    cfg = load_study(path)
+    proc = _nas("scale", "run", path)
+    _wait_for(cfg, lambda trials: any(t.state == TrialState.COMPLETE for t in trials), proc=proc)
+    undo = _make_read_only(Path(cfg.storage_url()[len("sqlite:///"):]))
+    try:
+        _, err = proc.communicate(timeout=600)
+    finally:
+        undo()
+    assert proc.returncode == 2 and "Traceback" not in err, err
+    last = err.strip().splitlines()[-1]
+    assert "can no longer be written" in last and "run the same command to resume" in last
+    before = {t.number: t.value for t in _load(cfg).trials if t.state == TrialState.COMPLETE}
+    rerun = _nas("scale", "run", path)
+    _, err = rerun.communicate(timeout=600)
+    assert rerun.returncode == 0, err
+    study = _load(cfg)
+    assert all(study.trials[n].value == v for n, v in before.items())
     _assert_every_grid_point_once(study)
 
 

@@ -36,6 +36,8 @@ def cmd_scale_run(args: argparse.Namespace) -> int:
         return 1
     alpha, beta, gamma = found.best.coefficients
     winners = table[table["rank"].notna()].sort_values("rank").head(args.top)
+    print(f"materializing the family of the best coefficients: phi {args.phi}, each member's resolution solved on "
+          f"its measured FLOPs", file=sys.stderr, flush=True)
     members, nominal = exact_cost_family(load_spec(cfg.space), alpha, beta, gamma, phis, cfg.search.target)
     family = family_table(members, target=cfg.search.target, nominal_resolutions=nominal)
     drift = worst_deviation(family, cfg.search.target)

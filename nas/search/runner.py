@@ -26,7 +26,7 @@ from optuna.trial import FrozenTrial, TrialState
 from nas.config import StudyConfig
 from nas.errors import NasError, SearchAborted
 from nas.records import TrialRecord, record
-from nas.search.storage import fail_trials_without_heartbeat, masked, open_storage, storage_failure
+from nas.search.storage import fail_trials_without_heartbeat, masked, open_storage, storage_failure, unwritable_failure
 
 MAX_FAILURES_IN_A_ROW = 3
 
@@ -146,6 +146,17 @@ def check_built_from(study: optuna.Study, now: dict[str, str], cfg: StudyConfig)
 
 def worker_loop(job: SearchJob, storage_url: str, worker: int,
                 progress: Callable[[str], None]) -> None:
+    """Take trials until the job is done; a database that can no longer be written ends it with one line."""
+    try:
+        _take_trials(job, storage_url, worker, progress)
+    except Exception as e:
+        failure = unwritable_failure(storage_url, e)
+        if failure is None:
+            raise
+        raise failure from None
+
+
+def _take_trials(job: SearchJob, storage_url: str, worker: int, progress: Callable[[str], None]) -> None:
     optuna.logging.set_verbosity(optuna.logging.ERROR)   # each trial reports through `progress`
     storage = open_storage(storage_url, job.config.heartbeat)
     study = create_or_load(job, storage, storage_url, worker)
@@ -196,6 +207,8 @@ def worker_loop(job: SearchJob, storage_url: str, worker: int,
         try:
             study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=[report], gc_after_trial=False)
         except optuna.exceptions.StorageInternalError as e:   # a lost race on a contended database: retry
+            if unwritable_failure(storage_url, e):
+                raise
             progress(f"[worker {worker}] storage busy ({str(e).splitlines()[0]}), retrying")
             time.sleep(1)
 

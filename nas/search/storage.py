@@ -107,6 +107,28 @@ def storage_failure(url: str, e: BaseException) -> NasError:
     return NasError(f"storage {masked(url)} cannot be read: {_first_line(e)}{_fix(url, e) or ''}")
 
 
+# Database errors that no retry will fix: the study can be read (or not even that) but no longer written.
+_UNWRITABLE = ("readonly database", "disk I/O error", "database or disk is full", "unable to open database",
+               "read-only transaction", "No space left on device")
+
+
+def unwritable_failure(url: str, e: BaseException) -> NasError | None:
+    """One line for a study database that can no longer be written (made read-only or immutable, disk full,
+    gone) mid-run, found anywhere in the exception's chain; None for any other error. Optuna can bury the
+    database's error under one of its own (an UnboundLocalError when reading back a trial it could not
+    finish), so the whole chain is searched."""
+    seen: set[int] = set()
+    link: BaseException | None = e
+    while link is not None and id(link) not in seen:
+        seen.add(id(link))
+        if any(s in str(link) for s in _UNWRITABLE):
+            return NasError(f"storage {masked(url)} can no longer be written ({_first_line(link)}): finished trials "
+                            f"are kept and the trial in progress will be retried; make the database writable again "
+                            f"(permissions, free space, file attributes) and run the same command to resume")
+        link = link.__cause__ or link.__context__
+    return None
+
+
 def _serialize_sqlite_transactions(engine: Any) -> None:
     """Make every SQLite transaction take the write lock when it begins (BEGIN IMMEDIATE).
 
