@@ -10,7 +10,7 @@ import pytest
 
 from nas.records import CoefficientRecord, record
 from nas.search.results import trials_table, verdict
-from nas.statistics import estimate, tied_with_best
+from nas.statistics import describe_stability, estimate, rank_stability, tied_with_best
 
 
 def test_the_interval_adds_validation_sampling_to_the_spread_over_seeds():
@@ -68,3 +68,25 @@ def test_the_verdict_names_a_winner_only_beyond_the_noise():
     win = verdict(_study([[0.80, 0.81], [0.95, 0.96], [0.70, 0.72]], 5000))
     assert win is not None and not win.is_tie and win.best.number == 1
     assert win.sentence().startswith("winner: trial 1") and "runner-up (trial 0, 0.8050)" in win.sentence()
+
+
+def test_rank_stability_is_one_when_the_halves_agree_and_minus_one_when_reversed():
+    assert rank_stability([[0.90, 0.90], [0.92, 0.92], [0.95, 0.95, 0.95]]) == 1.0
+    assert rank_stability([[0.90, 0.95], [0.92, 0.92], [0.95, 0.90]]) == -1.0
+
+
+def test_rank_stability_counts_ties_the_tau_b_way():
+    # Halves (even seeds, odd seeds): A (0.9, 0.9), B (0.9, 0.8), C (0.8, 0.7), D (0.7, 0.8); E has one seed
+    # and takes no part. Of the 6 pairs, AC, AD and BC agree, CD disagrees, AB ties in the first half and
+    # BD in the second: tau-b = (3 - 1) / sqrt((6 - 1) * (6 - 1)) = 0.4.
+    tau = rank_stability([[0.9, 0.9, 0.9], [0.9, 0.8], [0.8, 0.7], [0.7, 0.8], [0.99]])
+    assert tau == pytest.approx(0.4)
+    assert describe_stability(tau, 4) == ("rank stability: Kendall tau 0.40 between rankings from disjoint "
+                                          "halves of the seeds (4 candidates)")
+
+
+def test_rank_stability_is_unknown_without_two_candidates_of_two_seeds_or_without_an_order():
+    assert rank_stability([]) is None
+    assert rank_stability([[0.9, 0.91], [0.8]]) is None           # one candidate has 2 seeds
+    assert rank_stability([[0.9, 0.91], [0.9, 0.95]]) is None     # the even halves tie: no order to compare
+    assert describe_stability(None, 1).startswith("rank stability: unknown (needs 2 or more seeds")
