@@ -104,7 +104,14 @@ class CoefficientRecord(TrialRecord):
     flops_ratio: float | None = None
     proxy_resolution: int | None = None            # the network the proxy trains
     proxy_params: int | None = None
-    proxy_flops_ratio: float | None = None
+    proxy_flops_ratio: float | None = None         # measured proxy FLOPs, phi = 1 over phi = 0
+    proxy_feasible: bool | None = None             # that ratio within tolerance (None: before effnas solved it)
+    infeasible_reason: str | None = None           # why a full-size-feasible candidate was not trained
+
+    @property
+    def trainable(self) -> bool:
+        """Meets the constraint at full size and on its proxy: the candidates a search trains and ranks."""
+        return bool(self.feasible) and self.proxy_feasible is not False
 
     @property
     def coefficients(self) -> tuple[float, float, float]:

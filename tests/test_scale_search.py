@@ -40,13 +40,26 @@ def _assert_every_grid_point_once(study):
 
 def test_objective_is_a_plain_function_of_a_trial(tiny_study):
     job = ScaleJob(load_study(tiny_study(sampler="tpe")))
-    trial = optuna.trial.FixedTrial({"alpha": 1.1, "beta_share": 0.5})
+    trial = optuna.trial.FixedTrial({"alpha": 1.0, "beta_share": 0.5})
     value = job.objective()(trial)
     a = trial.user_attrs
     assert a["feasible"] and abs(a["ratio"] / 2.0 - 1) <= 0.15 and value == a["acc_mean"] > 0.2
-    assert a["resolution1"] == round(224 * a["gamma"]) and a["proxy_resolution"] == round(16 * a["gamma"])
+    assert a["resolution1"] == round(224 * a["gamma"]) and a["proxy_feasible"]
+    assert abs(a["proxy_flops_ratio"] / 2.0 - 1) <= 0.15        # the proxy trains at equal cost too
     assert len(a["widths"]) == len(a["depths"]) == 7 and a["params"] > 5_288_548
     assert len(a["accuracy_per_epoch"]) == 2 and a["device"] == "cpu"
+
+
+def test_a_candidate_whose_proxy_cannot_be_equal_cost_is_recorded_and_not_trained(tiny_study):
+    job = ScaleJob(load_study(tiny_study(sampler="tpe")))
+    trial = optuna.trial.FixedTrial({"alpha": 1.1, "beta_share": 0.5})
+    assert job.objective()(trial) == 0.0
+    a = trial.user_attrs
+    assert a["feasible"] and not a["proxy_feasible"] and "acc_mean" not in a      # fine at full size only
+    assert abs(a["proxy_flops_ratio"] / 2.0 - 1) > 0.15 and a["constraint_violation"] > 0
+    assert a["infeasible_reason"].startswith(f"no proxy resolution gives an equal-cost proxy: the closest, "
+                                             f"{a['proxy_resolution']} px")
+    assert "not trained" in job.describe(optuna.trial.create_trial(value=0.0, user_attrs=a))
 
 
 def test_grid_study_trains_every_feasible_point_once_and_materializes(tiny_study, run_cli):
@@ -58,6 +71,8 @@ def test_grid_study_trains_every_feasible_point_once_and_materializes(tiny_study
     _assert_every_grid_point_once(study)
     for t in study.get_trials(states=(TrialState.COMPLETE,)):
         assert t.user_attrs["feasible"] and abs(t.user_attrs["ratio"] / 2 - 1) <= 0.15
+        # trained candidates, and only they, trained an equal-cost proxy
+        assert ("acc_mean" in t.user_attrs) == (abs(t.user_attrs["proxy_flops_ratio"] / 2 - 1) <= 0.15)
         assert t.user_attrs["nominal_ratio"] == pytest.approx(
             t.user_attrs["alpha"] * t.user_attrs["beta"] ** 2 * t.user_attrs["gamma"] ** 2)
     best = ranked_winners(study)[0]
@@ -111,7 +126,8 @@ def test_failed_trials_are_recorded_and_the_study_goes_on(tiny_study, run_cli, m
     code, out, err = run_cli("scale", "run", path)
     study = _load(load_study(path))
     failed = study.get_trials(states=(TrialState.FAIL,))
-    assert failed and len(failed) == len(study.user_attrs["grid"])          # every point tried once
+    trainable = [t for t in study.trials if t.user_attrs.get("proxy_feasible")]
+    assert failed and failed == trainable and len(study.trials) == len(study.user_attrs["grid"])   # each once
     assert all(t.user_attrs["fail_reason"].startswith("diverged: training loss became") for t in failed)
     assert code == 1 and "no trial finished" in err
 

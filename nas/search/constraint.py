@@ -53,6 +53,50 @@ def proxy_family(config: StudyConfig) -> ProxyFamily:
     return ProxyFamily(base=base, width=p.width, depth=p.depth, resolution=p.resolution)
 
 
+@dataclass(frozen=True)
+class ProxyCandidate:
+    """The proxy network a candidate trains, its resolution solved on the proxy's own measured FLOPs.
+
+    The full-size ratio says the family doubles its cost; the proxy's ratio says the candidates were
+    trained at equal cost, which a ranking of their accuracies needs. Small networks at small resolutions
+    cost a staircase of resolution (every stage's map is ceil(r / stride) wide), so the full-size gamma
+    can land the proxy far off (B0 at half width: 34 px costs 4.4x its 32 px self): the resolution is
+    solved again on the proxy, and a candidate whose proxy no resolution brings within tolerance is not
+    trained."""
+
+    spec: NetworkSpec
+    resolution0: int
+    ratio: float                 # measured proxy FLOPs, phi = 1 over phi = 0
+    target: float
+    tolerance: float
+
+    @property
+    def feasible(self) -> bool:
+        return abs(self.ratio / self.target - 1.0) <= self.tolerance
+
+    @property
+    def violation(self) -> float:
+        return abs(self.ratio / self.target - 1.0) - self.tolerance
+
+    def reason(self) -> str:
+        return (f"no proxy resolution gives an equal-cost proxy: the closest, {self.spec.resolution} px, costs "
+                f"{self.ratio:.2f}x the {self.resolution0} px phi = 0 proxy, outside {self.target:g} +- "
+                f"{self.tolerance:.0%}")
+
+
+def solve_proxy(family: ProxyFamily, alpha: float, beta: float, gamma: float, cost: CostFn, target: float,
+                tolerance: float, max_gamma: float = 2.0) -> ProxyCandidate:
+    """The proxy's phi = 1 network at the resolution whose measured cost ratio to the phi = 0 proxy is
+    closest to `target`, the search starting from the full-size gamma."""
+    r0 = family.resolution
+    spec1 = family.member(alpha, beta, 1.0)
+    cost0 = cost(family.phi0, r0)
+    cost1 = functools.cache(lambda r: cost(spec1, r))
+    r = closest_resolution(cost1, target * cost0, round(r0 * gamma), r0, max(r0, int(r0 * max_gamma)))
+    return ProxyCandidate(spec=family.member(alpha, beta, r / r0), resolution0=r0, ratio=cost1(r) / cost0,
+                          target=target, tolerance=tolerance)
+
+
 def target_member(base: NetworkSpec, alpha: float, beta: float, resolution: int) -> NetworkSpec:
     """The full-size phi = 1 network that the family will be built from."""
     return scale(base, beta, alpha, resolution, name=f"{base.name}-a{alpha:g}-b{beta:g}")

@@ -31,12 +31,13 @@ def trials_table(study: optuna.Study) -> pd.DataFrame:
 
     Coefficients and ratios are shown to 3 decimals; use `best_coefficients` for the exact values."""
     rows = [{
-        "trial": r.number, "state": "infeasible" if r.state == "complete" and r.feasible is False else r.state,
+        "trial": r.number,
+        "state": "infeasible" if r.state == "complete" and False in (r.feasible, r.proxy_feasible) else r.state,
         "alpha": r.alpha, "beta": r.beta, "gamma": r.gamma, "res0": r.resolution0, "res1": r.resolution1,
         "nominal_ratio": r.nominal_ratio, "measured_ratio": r.ratio,
         "proxy_res": r.proxy_resolution, "proxy_ratio": r.proxy_flops_ratio, "params": r.params,
         "acc_mean": r.acc_mean, "acc_std": r.acc_std, "seeds": r.seeds, "epochs": r.epochs,
-        "wall_s": r.wall_time, "reason": r.fail_reason or "",
+        "wall_s": r.wall_time, "reason": r.fail_reason or r.infeasible_reason or "",
     } for r in records(study, CoefficientRecord)]
     df = pd.DataFrame(rows)
     if df.empty:

@@ -1,8 +1,9 @@
 """Compound-coefficient search: which (alpha, beta, gamma) scales this base best on this data?
 
 Each trial trains the proxy's phi = 1 network for one candidate and scores it by validation accuracy
-(the mean over `search.seeds` seeds). Every trained candidate satisfies the constraint on measured
-cost (see constraint.py):
+(the mean over `search.seeds` seeds). Every trained candidate satisfies the constraint twice, on
+measured cost (see constraint.py): at full size, where the family will live, and on the proxy it trains,
+whose resolution is solved again on its own FLOPs so that all candidates train at equal cost:
 - grid: the feasible points of an alpha x beta grid (gamma solved per point) are enqueued up front,
   the paper's method;
 - tpe, gp, random: alpha and a share of the remaining budget for beta are sampled, so that
@@ -27,12 +28,12 @@ from nas.errors import NasError
 from nas.flops import flops_at, params_of
 from nas.records import CoefficientRecord, record, records
 from nas.search.constraint import (
-    Candidate,
     ProxyFamily,
     feasible_grid,
     flops_cost,
     latency_cost,
     proxy_family,
+    solve_proxy,
     solve_resolution,
     target_member,
 )
@@ -73,6 +74,11 @@ class ScaleJob:
             return latency_cost(s.latency, 3, 1000)
         return flops_cost(3, 1000)
 
+    def proxy_cost(self):
+        """Cost of a proxy network: FLOPs on the proxy data's channels and classes (what training costs)."""
+        data = proxy_data(self.config)
+        return flops_cost(data.in_channels, data.num_classes)
+
     def create_sampler(self, worker: int) -> optuna.samplers.BaseSampler:
         s, seed = self.config.search, self.config.seed + 1000 * worker
         if s.sampler == "tpe":   # both read the constraint each trial sets (Trial.set_constraint)
@@ -102,7 +108,10 @@ class ScaleJob:
             grid = [{"alpha": c.alpha, "beta": c.beta} for c in feasible]
             study.set_user_attr("grid", grid)
             study.set_user_attr("grid_examined", examined)
-            progress(f"grid: {len(grid)} distinct feasible networks of {examined} points examined")
+            proxies = [solve_proxy(self.family(), c.alpha, c.beta, c.gamma, self.proxy_cost(), s.target,
+                                   s.tolerance).feasible for c in feasible]
+            progress(f"grid: {len(grid)} distinct feasible networks of {examined} points examined; "
+                     f"{sum(proxies)} have an equal-cost proxy (the others are recorded, not trained)")
         missing = enqueue_missing(study, GRID_POINT, [((p["alpha"], p["beta"]), p) for p in grid])
         if missing and missing < len(grid):
             progress(f"re-queued {missing} grid point(s) left unfinished")
@@ -113,7 +122,7 @@ class ScaleJob:
             return all_finished(study, GRID_POINT, [(p["alpha"], p["beta"]) for p in grid])
         s = self.config.search
         finished = [r for r in records(study, CoefficientRecord) if r.finished_for_good]
-        feasible = [r for r in finished if r.feasible]
+        feasible = [r for r in finished if r.trainable]
         return len(feasible) >= s.trials or len(finished) >= 5 * s.trials
 
     # ------------------------------------------------------------------------------- objective
@@ -141,24 +150,25 @@ class ScaleJob:
         s, start = self.config.search, time.perf_counter()
         alpha, beta = self.suggest(trial)
         cand = solve_resolution(full_base, alpha, beta, cost, s.target, s.tolerance)
-        record_candidate(trial, cand, s.cost)
-        if not cand.feasible:
-            record(trial, CoefficientRecord, wall_time=time.perf_counter() - start)
+        record(trial, CoefficientRecord, **cand.attrs(), cost=s.cost)
+        # What the proxy actually trains: the down-scaled phi = 1 network, its resolution solved on its own
+        # FLOPs so that every candidate trains at equal cost (always FLOPs: the proxy's cost is training).
+        shape = (data.in_channels, data.num_classes)
+        proxy = solve_proxy(family, alpha, beta, cand.gamma, self.proxy_cost(), s.target, s.tolerance)
+        record(trial, CoefficientRecord, proxy_resolution=proxy.spec.resolution, proxy_flops_ratio=proxy.ratio,
+               proxy_feasible=proxy.feasible, constraint_violation=max(cand.violation, proxy.violation))
+        trial.set_constraint("cost_ratio", max(cand.violation, proxy.violation))
+        if not (cand.feasible and proxy.feasible):
+            record(trial, CoefficientRecord, wall_time=time.perf_counter() - start,
+                   **({} if not cand.feasible else {"infeasible_reason": proxy.reason()}))
             return 0.0    # not trained; the constraint violation tells the sampler why
         full1 = target_member(full_base, alpha, beta, cand.resolution1)
         flops0, flops1 = flops_at(full_base, full_base.resolution), flops_at(full1, full1.resolution)
-        # What the proxy actually trains: the down-scaled phi = 1 network at the proxy resolution.
-        spec1 = family.member(alpha, beta, cand.gamma)
-        shape = (data.in_channels, data.num_classes)
         record(trial, CoefficientRecord, widths=[st.channels for st in full1.stages],
                depths=[st.repeats for st in full1.stages], stem_head=[full1.stem_channels, full1.head_channels],
                params=params_of(full1), flops0=flops0, flops1=flops1, flops_ratio=flops1 / flops0,
-               proxy_resolution=spec1.resolution, proxy_params=params_of(spec1, *shape),
-               proxy_flops_ratio=flops_at(spec1, spec1.resolution, *shape)
-               / flops_at(family.phi0, family.phi0.resolution, *shape),
-               device=device)
-
-        return train_and_score(trial, spec1, data, train_cfg, s.seeds, self.config.seed, start)
+               proxy_params=params_of(proxy.spec, *shape), device=device)
+        return train_and_score(trial, proxy.spec, data, train_cfg, s.seeds, self.config.seed, start)
 
     def describe(self, t: FrozenTrial) -> str:
         r = CoefficientRecord.from_trial(t)
@@ -167,14 +177,13 @@ class ScaleJob:
         text = (f"alpha {r.alpha:.3f} beta {r.beta:.3f} gamma {r.gamma:.3f} "
                 f"({r.resolution0}->{r.resolution1} px), {self.config.search.cost} ratio {r.ratio:.3f}")
         if r.proxy_resolution is not None:
-            text += f", proxy at {r.proxy_resolution} px"
+            text += f", proxy at {r.proxy_resolution} px, ratio {r.proxy_flops_ratio:.3f}"
         if not r.feasible:
             return text + " infeasible (not trained)"
+        if r.infeasible_reason:
+            return f"{text}: {r.infeasible_reason} (not trained)"
         return text + describe_outcome(r)
 
 
-def record_candidate(trial: optuna.Trial, cand: Candidate, cost_kind: str) -> None:
-    record(trial, CoefficientRecord, **cand.attrs(), cost=cost_kind, constraint_violation=cand.violation)
-    trial.set_constraint("cost_ratio", cand.violation)
 
 
