@@ -146,10 +146,19 @@ class SearchSettings:
     # Bayesian and random samplers: feasible trials to finish.
     trials: int = checked(20, integer(1, 100_000))
     seeds: int = checked(1, integer(1, 10))             # proxy runs per candidate; the score is their mean
+    # Racing (grid only): candidates still tied with the best train `seeds` more seeds a round, up to
+    # max_seeds; the others stop (nas/search/racing.py).
+    racing: bool = checked(False, BOOLEAN)
+    max_seeds: int = checked(8, integer(1, 50))
     latency: LatencySettings = LatencySettings()
 
     def __post_init__(self) -> None:
         check_fields(self)
+        if self.racing:
+            require(self.sampler == "grid", "search", "racing", self.racing,
+                    "false unless search.sampler is grid (a race needs the whole field of candidates)")
+            require(self.max_seeds > self.seeds, "search", "max_seeds", self.max_seeds,
+                    f"more than search.seeds ({self.seeds}) when racing")
         for f in ("alpha", "beta"):   # [1, 2] from YAML and (1.0, 2.0) are one study (one fingerprint)
             object.__setattr__(self, f, tuple(float(x) for x in getattr(self, f)))
         points = self.grid_size
@@ -247,6 +256,9 @@ class StudyConfig:
         d = self.to_dict()
         for key in ("storage", "description", "heartbeat"):
             d.pop(key)
+        if not self.search.racing:        # racing's settings count only when it is on (and studies made
+            for key in ("racing", "max_seeds"):   # before it existed keep their fingerprint)
+                d["search"].pop(key)
         return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

@@ -80,6 +80,7 @@ class CoefficientRecord(TrialRecord):
     """A coefficient-search candidate: its coefficients, the measured constraint, and what was trained."""
 
     grid_point: list[float] | None = None          # [alpha, beta] of an enqueued grid trial
+    race_run: list[float] | None = None            # [alpha, beta, first seed, seeds]: more seeds, when racing
     alpha: float | None = None
     beta: float | None = None
     gamma: float | None = None                     # effective: resolution1 / resolution0

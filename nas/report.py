@@ -143,7 +143,9 @@ def report_parts(study: optuna.Study, config: dict,
     target = config.get("search", {}).get("target", 2.0)
     members, nominal = exact_cost_family(load_spec(config["space"]), alpha, beta, gamma, range(8), target)
     family = family_table(members, progress=progress, target=target, nominal_resolutions=nominal)
-    caption = (f"{found.sentence()}. The best coefficients (alpha {alpha:.4g}, beta {beta:.4g}, gamma {gamma:.4g}) "
+    stability = found.stability()
+    caption = (f"{found.sentence()}. {stability[0].upper()}{stability[1:]}. The best coefficients "
+               f"(alpha {alpha:.4g}, beta {beta:.4g}, gamma {gamma:.4g}) "
                f"applied to the full-size {config['space']}, phi = 0..7, each member's resolution solved so that it costs "
                f"{target:g}^phi (nas materialize --study {study.study_name}); {worst_deviation(family, target)}.")
     return table, winners, family, caption, table

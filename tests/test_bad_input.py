@@ -16,7 +16,7 @@ from nas.config import load_study
 STUDY = """\
 name: {name}
 space: {space}
-proxy: {{dataset: {dataset}, per_class: 20, resolution: 16, width: 0.25, depth: 0.25, stem_stride: 1,
+proxy: {{dataset: {dataset}, per_class: 20, resolution: 20, width: 0.25, depth: 0.25, stem_stride: 1,
         train: {{epochs: 1, batch_size: 32{train}}}}}
 search: {{sampler: random, trials: 1, alpha: [1.0, 1.3], beta: [1.0, 1.2]{search}}}
 pruner: {{type: none}}
@@ -56,7 +56,7 @@ space: efficientnet_b0
     (study_text() + "description: [a, list]\n", "field 'description' is ['a', 'list']: must be a string"),
     (study_text(search=", alpha: [1, 1.0e+9]"), "field 'search.alpha' is [1, 1000000000.0]"),
     (study_text(search=", sampler: grid, step: 1.0e-9").replace("sampler: random, ", ""), "field 'search.step'"),
-    (study_text().replace("resolution: 16", "resolution: 100000"), "field 'proxy.resolution' is 100000"),
+    (study_text().replace("resolution: 20", "resolution: 100000"), "field 'proxy.resolution' is 100000"),
     (study_text().replace("per_class: 20", "per_class: 0"), "field 'proxy.per_class' is 0"),
     (study_text(dataset="/no/such/data"), "no such file or directory: /no/such/data"),
 ])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 import statistics
 
-from nas.search.racing import decide, simulate, single_seed_pick
+from nas.search.racing import decide, replay, simulate, single_seed_pick
 
 
 def test_a_clear_separation_finishes_at_once():
@@ -60,3 +60,15 @@ def test_racing_cannot_eliminate_within_the_noise_of_a_small_validation_split():
                       rng=rng) for _ in range(200)]
     assert sum(r.found_best for r in races) >= 0.95 * 200
     assert statistics.fmean(r.runs for r in races) > 0.9 * 80
+
+
+def test_replay_resumes_a_race_from_the_stored_runs_alone():
+    """Round 1: a clearly worse, b and c tied -> b and c get 2 more seeds. With those stored, the replay
+    moves on; without them, it asks for exactly those runs again (what a resumed study enqueues)."""
+    first = {"a": [0.50, 0.51], "b": [0.90, 0.91], "c": [0.905, 0.895]}
+    decision, have = replay(first, 1000, 2, 2, 4)
+    assert not decision.finished and decision.more_seeds == {"b": 2, "c": 2} and have == {"a": 2, "b": 2, "c": 2}
+    both = dict(first, b=first["b"] + [0.90, 0.91], c=first["c"] + [0.90, 0.90])
+    decision, have = replay(both, 1000, 2, 2, 4)
+    assert decision.finished and set(decision.survivors) == {"b", "c"} and have == {"a": 2, "b": 4, "c": 4}
+    assert replay({}, 1000, 2, 2, 4)[0].finished

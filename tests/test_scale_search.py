@@ -19,7 +19,7 @@ from processes import spawned_workers
 
 from nas.config import load_study
 from nas.errors import SearchAborted
-from nas.search.results import best_coefficients, ranked_winners
+from nas.search.results import best_coefficients, candidates, ranked_winners
 from nas.search.runner import run_search
 from nas.search.scale import ScaleJob
 from nas.search.storage import open_storage
@@ -51,7 +51,8 @@ def test_objective_is_a_plain_function_of_a_trial(tiny_study):
 
 
 def test_a_candidate_whose_proxy_cannot_be_equal_cost_is_recorded_and_not_trained(tiny_study):
-    job = ScaleJob(load_study(tiny_study(sampler="tpe")))
+    # At 16 px (stride 16 with stem stride 1) the proxy's cost jumps 2.5x from 16 to 17 px.
+    job = ScaleJob(load_study(tiny_study(sampler="tpe", **{"resolution: 20": "resolution: 16"})))
     trial = optuna.trial.FixedTrial({"alpha": 1.1, "beta_share": 0.5})
     assert job.objective()(trial) == 0.0
     a = trial.user_attrs
@@ -88,6 +89,25 @@ def test_grid_study_trains_every_feasible_point_once_and_materializes(tiny_study
     code, out, err = run_cli("materialize", "--study", "tiny", "--phi", "0,1", "--format", "json")
     assert code == 0 and "best coefficients" in err
     assert json.loads(out)[1]["flops_ratio"] == report["family"][1]["flops_ratio"]
+
+
+def test_racing_trains_more_seeds_only_for_candidates_still_tied(tiny_study, run_cli):
+    path = tiny_study(name="race", **{"trials: 4}": "trials: 4, racing: true, max_seeds: 3}"})
+    code, out, err = run_cli("scale", "run", path, "--phi", "0-1", "--format", "json")
+    assert code == 0, err
+    job = ScaleJob(load_study(path))
+    study = _load(job.config)
+    decision, have = job.race(study)
+    assert decision.finished and f"racing: {decision.reason}" in err
+    seeds = {tuple(r.grid_point): r.seeds for r in candidates(study) if r.acc_mean is not None}
+    assert seeds == have and all(1 <= n <= 3 for n in seeds.values())   # each seed asked for, trained once
+    race_runs = [t.user_attrs["race_run"] for t in study.get_trials(states=(TrialState.COMPLETE,))
+                 if "race_run" in t.user_attrs]
+    assert sum(r[3] for r in race_runs) == sum(n - 1 for n in seeds.values())
+    assert len(decision.survivors) == 1 or all(seeds[k] == 3 for k in decision.survivors)
+    assert all(seeds[k] <= seeds[decision.survivors[0]] for k in seeds)   # the eliminated stopped sooner
+    rows = {r["trial"]: r for r in json.loads(out)["winners"]}
+    assert all(row["seeds"] == seeds[(row["alpha"], row["beta"])] for row in rows.values())
 
 
 def test_rerun_of_a_finished_study_trains_nothing_and_gives_the_same_winner(tiny_study):

@@ -36,6 +36,8 @@ def cmd_scale_run(args: argparse.Namespace) -> int:
         return 1
     alpha, beta, gamma = found.best.coefficients
     winners = table[table["rank"].notna()].sort_values("rank").head(args.top)
+    if cfg.search.racing:
+        print(f"racing: {ScaleJob(cfg).race(study)[0].reason}", file=sys.stderr)
     print(f"materializing the family of the best coefficients: phi {args.phi}, each member's resolution solved on "
           f"its measured FLOPs", file=sys.stderr, flush=True)
     members, nominal = exact_cost_family(load_spec(cfg.space), alpha, beta, gamma, phis, cfg.search.target)
@@ -44,7 +46,7 @@ def cmd_scale_run(args: argparse.Namespace) -> int:
     if args.format == "json":
         print(json.dumps({"study": cfg.name, "best": {"alpha": alpha, "beta": beta, "gamma": gamma},
                           "tie": found.is_tie, "tied_trials": [r.number for r in found.tied],
-                          "verdict": found.sentence(), "family_drift": drift,
+                          "verdict": found.sentence(), "rank_stability": found.stability(), "family_drift": drift,
                           "winners": json.loads(winners.to_json(orient="records")),
                           "family": json.loads(family.to_json(orient="records"))}, indent=2))
     elif args.format == "csv":
@@ -57,7 +59,7 @@ def cmd_scale_run(args: argparse.Namespace) -> int:
               f"{cfg.space}{', a tie' if found.is_tie else ''}; resolutions solved so each member costs "
               f"{cfg.search.target:g}^phi (nominal_resolution: gamma^phi):")
         print_table(family, "table")
-        print(f"\n{found.sentence()}.\n{drift}.")
+        print(f"\n{found.sentence()}.\n{found.stability()}.\n{drift}.")
     return 0
 
 
@@ -75,7 +77,7 @@ def cmd_scale_show(args: argparse.Namespace) -> int:
     if args.format == "table":
         print(f"\nstudy {study.study_name}: {state_counts(table)}")
         if found:
-            print(f"{found.sentence()}.")
+            print(f"{found.sentence()}.\n{found.stability()}.")
     return 0
 
 

@@ -59,6 +59,24 @@ def decide(results: Mapping[K, Sequence[float]], images: int | None, seeds_per_r
                         f"{sum(more.values())} more seed runs")
 
 
+def replay(results: Mapping[K, Sequence[float]], images: int | None, first_seeds: int, seeds_per_round: int,
+           max_seeds: int) -> tuple[RaceDecision[K], dict[K, int]]:
+    """The race so far, replayed round by round on every seed run stored (each candidate's accuracies in
+    seed order): the decision reached, and how many seeds each candidate has had in the race. While the
+    decision is not finished, its `more_seeds` are the runs still to train, from seed `have[k]` on.
+    A replay needs no state of its own, so a race resumes after any interruption, from any worker."""
+    have = {k: first_seeds for k in results}
+    if not results:
+        return RaceDecision((), {}, True, "no candidate trained"), have
+    racing = dict(results)
+    while True:
+        decision = decide({k: racing[k][:have[k]] for k in racing}, images, seeds_per_round, max_seeds)
+        if decision.finished or any(len(results[k]) < have[k] + n for k, n in decision.more_seeds.items()):
+            return decision, have
+        have.update({k: have[k] + n for k, n in decision.more_seeds.items()})
+        racing = {k: results[k] for k in decision.survivors}
+
+
 @dataclass(frozen=True)
 class SimulatedRace:
     survivors: tuple[int, ...]      # indices into true_means, best first

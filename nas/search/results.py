@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import math
 import statistics
-from dataclasses import dataclass
+from collections import defaultdict
+from dataclasses import dataclass, replace
 from typing import cast
 
 import optuna
@@ -19,7 +20,7 @@ from optuna.trial import FrozenTrial, TrialState
 from nas.errors import NasError
 from nas.pareto import pareto_front
 from nas.records import ArchRecord, CoefficientRecord, FrontierRunRecord, records
-from nas.statistics import tied_with_best
+from nas.statistics import describe_stability, rank_stability, tied_with_best
 
 MEMBER = "member:"            # frontier study attr prefix: member:<family>:<phi> -> the member's description
 
@@ -38,7 +39,7 @@ def trials_table(study: optuna.Study) -> pd.DataFrame:
         "proxy_res": r.proxy_resolution, "proxy_ratio": r.proxy_flops_ratio, "params": r.params,
         "acc_mean": r.acc_mean, "acc_std": r.acc_std, "seeds": r.seeds, "epochs": r.epochs,
         "wall_s": r.wall_time, "reason": r.fail_reason or r.infeasible_reason or "",
-    } for r in records(study, CoefficientRecord)]
+    } for r in candidates(study)]
     df = pd.DataFrame(rows)
     if df.empty:
         return df
@@ -56,11 +57,31 @@ def trials_table(study: optuna.Study) -> pd.DataFrame:
                      "proxy_ratio": 3, "acc_mean": 4, "acc_std": 4, "acc_low": 4, "acc_high": 4, "wall_s": 1})
 
 
+def candidates(study: optuna.Study) -> list[CoefficientRecord]:
+    """One record per candidate: its trial, with the seed runs that racing trained in later trials added to
+    its accuracies (seed order); the racing trials themselves are folded in, not listed."""
+    trials = records(study, CoefficientRecord)
+    more: dict[tuple, list[tuple[float, list[float]]]] = defaultdict(list)
+    for r in trials:
+        if r.race_run and r.state == "complete" and r.seed_accuracies:
+            more[tuple(r.race_run[:2])].append((r.race_run[2], r.seed_accuracies))
+    merged = []
+    for r in trials:
+        if r.race_run:
+            continue
+        added = [a for _, runs in sorted(more.get(tuple(r.grid_point or ()), [])) for a in runs]
+        if added and r.seed_accuracies:
+            accs = r.seed_accuracies + added
+            r = replace(r, seed_accuracies=accs, acc_mean=statistics.fmean(accs),
+                                    acc_std=statistics.stdev(accs))
+        merged.append(r)
+    return merged
+
+
 def ranked_winners(study: optuna.Study) -> list[CoefficientRecord]:
     """Feasible complete trials, best first. Ties (common on easy proxies) go to the ratio nearer the
     target, then to smaller alpha and beta, so the winner does not depend on worker scheduling."""
-    done = [r for r in records(study, CoefficientRecord, states=(TrialState.COMPLETE,))
-            if r.feasible and r.acc_mean is not None]
+    done = [r for r in candidates(study) if r.state == "complete" and r.feasible and r.acc_mean is not None]
     target = study.user_attrs.get("config", {}).get("search", {}).get("target", 2.0)
     return sorted(done, key=lambda r: (-round(r.acc_mean or 0.0, 6), abs(math.log((r.ratio or target) / target)),
                                        r.alpha, r.beta))
@@ -82,6 +103,11 @@ class Verdict:
     def is_tie(self) -> bool:
         return len(self.tied) > 1
 
+    def stability(self) -> str:
+        """Whether the seeds agree on the whole order (Kendall tau between disjoint halves of the seeds)."""
+        seeds = [r.seed_accuracies or [] for r in self.ranked]
+        return describe_stability(rank_stability(seeds), sum(len(s) >= 2 for s in seeds))
+
     def sentence(self) -> str:
         b = self.best
         est = b.estimate()
@@ -99,8 +125,9 @@ class Verdict:
                     f"{runner.acc_mean:.4f}) by more than the noise")
         others = ", ".join(str(r.number) for r in self.tied[1:])
         return (f"no winner: {len(self.tied)} candidates are tied within the noise. The best is {who}, accuracy "
-                f"{est.describe()}; trials {others} cannot be told apart from it. The family is built from the "
-                f"best as a tie; more seeds (search.seeds) or a larger validation split can separate them")
+                f"{est.describe()}; {'trials' if len(self.tied) > 2 else 'trial'} {others} cannot be told apart from "
+                f"it. The family is built from the best as a tie; more seeds (search.seeds, or search.racing) or a "
+                f"larger validation split can separate them")
 
 
 def verdict(study: optuna.Study) -> Verdict | None:

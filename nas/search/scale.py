@@ -37,11 +37,14 @@ from nas.search.constraint import (
     solve_resolution,
     target_member,
 )
+from nas.search.racing import RaceDecision, replay
+from nas.search.results import candidates
 from nas.search.runner import all_finished, claim_queued, enqueue_missing
 from nas.search.scoring import describe_outcome, make_pruner, proxy_data, recording_failures, train_and_score
 from nas.spec import NetworkSpec, load_spec
 
 GRID_POINT = "grid_point"   # CoefficientRecord.grid_point: [alpha, beta] of an enqueued grid trial
+RACE_RUN = "race_run"       # CoefficientRecord.race_run: [alpha, beta, first seed, seeds] of a racing trial
 
 
 @dataclass
@@ -115,11 +118,34 @@ class ScaleJob:
         missing = enqueue_missing(study, GRID_POINT, [((p["alpha"], p["beta"]), p) for p in grid])
         if missing and missing < len(grid):
             progress(f"re-queued {missing} grid point(s) left unfinished")
+        if self.config.search.racing and not missing and self._grid_finished(study):
+            decision, have = self.race(study)
+            progress(f"racing: {decision.reason}")
+            enqueue_missing(study, RACE_RUN, [((a, b, have[(a, b)], n), {"alpha": a, "beta": b})
+                                              for (a, b), n in decision.more_seeds.items()])
+
+    def race(self, study: optuna.Study) -> tuple[RaceDecision, dict[tuple, int]]:
+        """The race over the grid's trained candidates, replayed on their stored seed runs (racing.replay):
+        its decision, and the seeds each candidate has had. A candidate with a failed racing run leaves the
+        race (it could never catch up)."""
+        s = self.config.search
+        failed = {tuple(r.race_run[:2]) for r in records(study, CoefficientRecord)
+                  if r.race_run and r.finished_for_good and not r.seed_accuracies}
+        results = {tuple(r.grid_point): r.seed_accuracies for r in candidates(study)
+                   if r.state == "complete" and r.seed_accuracies and r.grid_point
+                   and tuple(r.grid_point) not in failed}
+        images = next((r.val_images for r in candidates(study) if r.val_images), None)
+        return replay(results, images, s.seeds, s.seeds, s.max_seeds)
+
+    def _grid_finished(self, study: optuna.Study) -> bool:
+        grid = study.user_attrs.get("grid") or []
+        return all_finished(study, GRID_POINT, [(p["alpha"], p["beta"]) for p in grid])
 
     def done(self, study: optuna.Study) -> bool:
         if self.needs_queue:
-            grid = study.user_attrs.get("grid") or []
-            return all_finished(study, GRID_POINT, [(p["alpha"], p["beta"]) for p in grid])
+            if not self._grid_finished(study):
+                return False
+            return not self.config.search.racing or self.race(study)[0].finished
         s = self.config.search
         finished = [r for r in records(study, CoefficientRecord) if r.finished_for_good]
         feasible = [r for r in finished if r.trainable]
@@ -129,7 +155,7 @@ class ScaleJob:
     def suggest(self, trial: optuna.Trial) -> tuple[float, float]:
         s = self.config.search
         if self.needs_queue:
-            claim_queued(trial, GRID_POINT)
+            claim_queued(trial, RACE_RUN if RACE_RUN in trial.user_attrs else GRID_POINT)
             return trial.suggest_float("alpha", *s.alpha), trial.suggest_float("beta", *s.beta)
         limit = s.target * (1 + s.tolerance)
         alpha = trial.suggest_float("alpha", s.alpha[0], min(s.alpha[1], limit / s.beta[0] ** 2))
@@ -168,6 +194,11 @@ class ScaleJob:
                depths=[st.repeats for st in full1.stages], stem_head=[full1.stem_channels, full1.head_channels],
                params=params_of(full1), flops0=flops0, flops1=flops1, flops_ratio=flops1 / flops0,
                proxy_params=params_of(proxy.spec, *shape), device=device)
+        race_run = trial.user_attrs.get(RACE_RUN)
+        if race_run:       # more seeds for a candidate still in the race: seeds first .. first + n - 1
+            first, n = int(race_run[2]), int(race_run[3])
+            return train_and_score(trial, proxy.spec, data, train_cfg, n, self.config.seed + first, start,
+                                   prune=False)
         return train_and_score(trial, proxy.spec, data, train_cfg, s.seeds, self.config.seed, start)
 
     def describe(self, t: FrozenTrial) -> str:
@@ -178,6 +209,9 @@ class ScaleJob:
                 f"({r.resolution0}->{r.resolution1} px), {self.config.search.cost} ratio {r.ratio:.3f}")
         if r.proxy_resolution is not None:
             text += f", proxy at {r.proxy_resolution} px, ratio {r.proxy_flops_ratio:.3f}"
+        if r.race_run:
+            first, last = int(r.race_run[2]), int(r.race_run[2] + r.race_run[3] - 1)
+            text += f", racing seed {first}" if first == last else f", racing seeds {first}-{last}"
         if not r.feasible:
             return text + " infeasible (not trained)"
         if r.infeasible_reason:
