@@ -146,6 +146,8 @@ class SearchSettings:
     # Bayesian and random samplers: feasible trials to finish.
     trials: int = checked(20, integer(1, 100_000))
     seeds: int = checked(1, integer(1, 10))             # proxy runs per candidate; the score is their mean
+    # Each candidate's family (phi = 1..family_phis) must cost target^phi within tolerance to be trained.
+    family_phis: int = checked(7, integer(1, 16))
     # Racing (grid only): candidates still tied with the best train `seeds` more seeds a round, up to
     # max_seeds; the others stop (nas/search/racing.py).
     racing: bool = checked(False, BOOLEAN)

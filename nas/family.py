@@ -205,6 +205,45 @@ def exact_cost_family(base: NetworkSpec, alpha: float, beta: float, gamma: float
     return members, nominal
 
 
+@dataclass(frozen=True)
+class FamilyCheck:
+    """How far the family a candidate would produce (exact_cost_family, phi = 1..K) strays from
+    target^phi in measured FLOPs, or why one of its members cannot be built at all."""
+
+    worst: float                 # the largest |measured / target^phi - 1|
+    phi: float                   # the member where it is
+    target: float
+    tolerance: float
+    unbuildable: str | None = None
+
+    @property
+    def feasible(self) -> bool:
+        return self.unbuildable is None and self.worst <= self.tolerance
+
+    def reason(self) -> str:
+        if self.unbuildable:
+            return f"its family cannot be built at phi = {self.phi:g}: {self.unbuildable}"
+        return (f"its family strays {self.worst:.0%} from {self.target:g}^phi at phi = {self.phi:g} (tolerance "
+                f"{self.tolerance:.0%})")
+
+
+def check_family(base: NetworkSpec, alpha: float, beta: float, gamma: float, phis: int, target: float,
+                 tolerance: float) -> FamilyCheck:
+    """Judge a candidate on its whole family, phi = 1..phis: the constraint holding at phi = 1 says little
+    about phi = 7, where rounding has compounded (flops_at counts a deep member from a shallow trace, so
+    this costs a few seconds a candidate)."""
+    base_flops = flops_at(base, base.resolution)
+    errors = []
+    for phi in range(1, phis + 1):
+        try:
+            [(_, member)], _ = exact_cost_family(base, alpha, beta, gamma, [phi], target, tolerance)
+        except NasError as e:
+            return FamilyCheck(math.inf, phi, target, tolerance, unbuildable=str(e))
+        errors.append((abs(flops_at(member, member.resolution) / (base_flops * target ** phi) - 1), phi))
+    worst, at = max(errors)
+    return FamilyCheck(worst, at, target, tolerance)
+
+
 def family_table(members: Sequence[tuple[float, NetworkSpec]], reference: NetworkSpec | None = None,
                  progress: Callable[[str], None] | None = None, target: float = 2.0,
                  nominal_resolutions: Sequence[int] | None = None) -> pd.DataFrame:

@@ -90,9 +90,21 @@ def _per_layer_flops(arch: NetworkSpec, in_channels: int, num_classes: int) -> t
     """(parameters, ((stride level or -1 for constant, FLOPs per output position), ...)) of every
     convolution and linear layer, from one fvcore trace at twice the total stride, where every
     feature map is at least 2 px, so each layer's stride level reads off unambiguously and only
-    squeeze-excite convolutions see 1 px."""
+    squeeze-excite convolutions see 1 px.
+
+    The blocks after the first of a stage are identical (same channels, stride 1), so the trace is of the
+    network cut to at most two blocks a stage, and each second block's layers and parameters count
+    (repeats - 1) times: exact, and a family's deepest member (10x B0's depth) costs the trace of a
+    shallow one, which is what lets a search check every candidate's whole family."""
     r_ref = arch.resolution
-    model = build_model(arch, num_classes=num_classes, in_channels=in_channels).eval()
+    repeats = [st.repeats for st in arch.stages]
+    short = arch.replace(stages=tuple(dataclasses.replace(st, repeats=min(st.repeats, 2)) for st in arch.stages))
+
+    def times(name: str) -> int:        # how many blocks of the real network a traced module stands for
+        parts = name.split(".")
+        return repeats[int(parts[1])] - 1 if len(parts) > 2 and parts[0] == "stages" and parts[2] == "1" else 1
+
+    model = build_model(short, num_classes=num_classes, in_channels=in_channels).eval()
     sizes: dict[str, int] = {}
     hooks = [m.register_forward_hook(lambda mod, inp, out, name=name: sizes.__setitem__(name, int(out.shape[-1])))
              for name, m in model.named_modules() if isinstance(m, nn.Conv2d)]
@@ -108,14 +120,14 @@ def _per_layer_flops(arch: NetworkSpec, in_channels: int, num_classes: int) -> t
     layers = []
     for name, m in model.named_modules():
         if isinstance(m, nn.Linear):
-            layers.append((-1, by_module[name]))
+            layers.append((-1, by_module[name] * times(name)))
         elif isinstance(m, nn.Conv2d):
             side = sizes[name]
             if side == 1:        # after global pooling (squeeze-excite): independent of resolution
-                layers.append((-1, by_module[name]))
+                layers.append((-1, by_module[name] * times(name)))
             else:
-                layers.append((round(math.log2(r_ref / side)), by_module[name] // (side * side)))
-    return count_params(model), tuple(layers)
+                layers.append((round(math.log2(r_ref / side)), by_module[name] // (side * side) * times(name)))
+    return sum(p.numel() * times(name) for name, p in model.named_parameters()), tuple(layers)
 
 
 def _architecture(spec: NetworkSpec) -> NetworkSpec:

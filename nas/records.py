@@ -107,12 +107,15 @@ class CoefficientRecord(TrialRecord):
     proxy_params: int | None = None
     proxy_flops_ratio: float | None = None         # measured proxy FLOPs, phi = 1 over phi = 0
     proxy_feasible: bool | None = None             # that ratio within tolerance (None: before effnas solved it)
+    family_worst: float | None = None              # its family's largest |FLOPs / c^phi - 1|, phi = 1..K
+    family_phi: float | None = None                # ... at this phi
+    family_feasible: bool | None = None
     infeasible_reason: str | None = None           # why a full-size-feasible candidate was not trained
 
     @property
     def trainable(self) -> bool:
         """Meets the constraint at full size and on its proxy: the candidates a search trains and ranks."""
-        return bool(self.feasible) and self.proxy_feasible is not False
+        return bool(self.feasible) and self.proxy_feasible is not False and self.family_feasible is not False
 
     @property
     def coefficients(self) -> tuple[float, float, float]:

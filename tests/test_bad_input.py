@@ -18,7 +18,7 @@ name: {name}
 space: {space}
 proxy: {{dataset: {dataset}, per_class: 20, resolution: 20, width: 0.25, depth: 0.25, stem_stride: 1,
         train: {{epochs: 1, batch_size: 32{train}}}}}
-search: {{sampler: random, trials: 1, alpha: [1.0, 1.3], beta: [1.0, 1.2]{search}}}
+search: {{sampler: random, trials: 1, alpha: [1.0, 1.3], beta: [1.0, 1.2], family_phis: 2{search}}}
 pruner: {{type: none}}
 """
 

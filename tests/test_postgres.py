@@ -118,7 +118,7 @@ space: efficientnet_b0
 seed: 0
 proxy: {{dataset: digits, per_class: 20, resolution: 20, width: 0.25, depth: 0.25, stem_stride: 1,
         train: {{epochs: 1, batch_size: 64}}}}
-search: {{sampler: grid, target: 2.0, tolerance: 0.15, alpha: [1.0, 1.3], beta: [1.0, 1.2], step: 0.1, seeds: 1}}
+search: {{sampler: grid, target: 2.0, tolerance: 0.15, alpha: [1.0, 1.3], beta: [1.0, 1.2], step: 0.1, seeds: 1, family_phis: 2}}
 pruner: {{type: none}}
 heartbeat: {{interval: 2, grace: 8}}
 """)

@@ -92,7 +92,7 @@ def test_grid_study_trains_every_feasible_point_once_and_materializes(tiny_study
 
 
 def test_racing_trains_more_seeds_only_for_candidates_still_tied(tiny_study, run_cli):
-    path = tiny_study(name="race", **{"trials: 4}": "trials: 4, racing: true, max_seeds: 3}"})
+    path = tiny_study(name="race", **{"trials: 4,": "trials: 4, racing: true, max_seeds: 3,"})
     code, out, err = run_cli("scale", "run", path, "--phi", "0-1", "--format", "json")
     assert code == 0, err
     job = ScaleJob(load_study(path))

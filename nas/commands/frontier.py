@@ -14,6 +14,7 @@ from nas.console import print_table, stderr_progress
 def cmd_frontier(args: argparse.Namespace) -> int:
     from nas.report import frontier_title, write_frontier
     from nas.search.frontier import frontier_results, plan_frontier
+    from nas.search.results import frontier_verdicts
 
     plan = plan_frontier(args.study, args.storage, args.families, (args.alpha, args.beta, args.gamma), args.phis,
                          args.seeds, args.tolerance, None if args.no_latency else args.latency_device or "")
@@ -25,6 +26,8 @@ def cmd_frontier(args: argparse.Namespace) -> int:
     title, subtitle = frontier_title(plan.job.config.to_dict(), args.seeds)
     written = write_frontier(table, out, title, subtitle, plan.search_table)
     print_table(table.drop(columns=["label", "network"]) if args.format == "table" else table, args.format)
+    if args.format == "table":
+        print("\n" + "\n".join(frontier_verdicts(table)))
     missing = table["seeds"] < args.seeds
     if args.format == "table" and missing.any():
         print(f"\n{int(missing.sum())} member(s) have fewer than {args.seeds} finished seeds: their runs "

@@ -19,7 +19,7 @@ from nas.config import LatencySettings, StudyConfig
 from nas.flops import flops_at
 from nas.latency import measure_spec
 from nas.scaling import scale
-from nas.spec import NetworkSpec, load_spec
+from nas.spec import MAX_RESOLUTION, NetworkSpec, load_spec
 
 CostFn = Callable[[NetworkSpec, int], float]
 
@@ -85,14 +85,16 @@ class ProxyCandidate:
 
 
 def solve_proxy(family: ProxyFamily, alpha: float, beta: float, gamma: float, cost: CostFn, target: float,
-                tolerance: float, max_gamma: float = 2.0) -> ProxyCandidate:
-    """The proxy's phi = 1 network at the resolution whose measured cost ratio to the phi = 0 proxy is
-    closest to `target`, the search starting from the full-size gamma."""
+                tolerance: float) -> ProxyCandidate:
+    """The proxy network with depth alpha and width beta at the resolution whose measured cost ratio to the
+    phi = 0 proxy is closest to `target`, the search starting from gamma. For the phi-th member of a
+    family, pass alpha^phi, beta^phi, gamma^phi and target^phi."""
     r0 = family.resolution
     spec1 = family.member(alpha, beta, 1.0)
     cost0 = cost(family.phi0, r0)
     cost1 = functools.cache(lambda r: cost(spec1, r))
-    r = closest_resolution(cost1, target * cost0, round(r0 * gamma), r0, max(r0, int(r0 * max_gamma)))
+    high = min(MAX_RESOLUTION, max(2 * r0, int(2 * r0 * gamma)))
+    r = closest_resolution(cost1, target * cost0, round(r0 * gamma), r0, high)
     return ProxyCandidate(spec=family.member(alpha, beta, r / r0), resolution0=r0, ratio=cost1(r) / cost0,
                           target=target, tolerance=tolerance)
 

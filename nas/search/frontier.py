@@ -7,7 +7,10 @@ For phi = 0..k, members of these families are proxy-trained with the same budget
   the first searched family's member at that phi: the paper's single-dimension comparison.
 
 Every member is a network of the study's proxy (the down-scaled base at the proxy resolution), the
-network the accuracy belongs to, and its FLOPs, parameters and latency are those of that network.
+network the accuracy belongs to, and its FLOPs, parameters and latency are those of that network. A
+compound member's resolution is solved on the proxy's measured FLOPs so that it costs c^phi times the
+phi = 0 member (gamma^phi alone misses on small proxies: feature maps grow in steps), so every family
+is compared at the same costs, and the baselines are matched to those.
 
 Each (network, seed) is one Optuna trial in a study beside the search ('<name>-frontier', in the same
 storage), so an interrupted frontier resumes, workers on several machines share it, and asking for more
@@ -39,7 +42,7 @@ from nas.flops import flops_at, params_of
 from nas.latency import measure_spec, measurement_conditions
 from nas.records import FrontierRunRecord, record
 from nas.scaling import MAX_MULTIPLIER, PAPER_COEFFICIENTS, check_coefficients
-from nas.search.constraint import ProxyFamily, network_key, proxy_family
+from nas.search.constraint import ProxyFamily, flops_cost, network_key, proxy_family, solve_proxy
 from nas.search.results import MEMBER, frontier_table, stored_members
 from nas.search.runner import all_finished, claim_queued, enqueue_missing
 from nas.search.scoring import describe_outcome, proxy_data, recording_failures, train_and_score
@@ -246,19 +249,28 @@ class FrontierJob:
         latencies = {m["network"]: m["latency_ms"] for m in stored_members(stored)
                      if "latency_ms" in m and m.get("latency_conditions") == conditions}
         out = []
+        def compound(f: Family, phi: float) -> NetworkSpec:
+            """A compound member on the proxy, its resolution solved so it costs target^phi times phi = 0
+            (exact cost, as the search's proxies and the materialized families are)."""
+            if phi == 0:
+                return proxy.phi0
+            a, b, g = f.alpha ** phi, f.beta ** phi, f.gamma ** phi     # type: ignore[operator]
+            return solve_proxy(proxy, a, b, g, flops_cost(*shape), target ** phi, self.tolerance).spec
+
+        target = self.config.search.target
         for phi in sorted(self.phis):
-            ref_spec = self._compound(proxy, reference, phi)
+            ref_spec = compound(reference, phi)
             for family in self.families:
                 key = f"{MEMBER}{family.name}:{phi:g}"
                 old = stored.get(key)
                 # A member stored by an earlier run of the same request is reused: matching costs traces.
-                signature = repr((family, reference, self.tolerance))
+                signature = repr((family, reference, self.tolerance, "exact-cost members"))
                 if old and old.get("signature") == signature and (
                         conditions is None or ("latency_ms" in old and old.get("latency_conditions") == conditions)):
                     out.append(old)
                     continue
                 if family.kind == "compound":
-                    spec = self._compound(proxy, family, phi)
+                    spec = compound(family, phi)
                 else:    # nominal guess: FLOPs grow with depth, and with width and resolution squared
                     ratio = flops(ref_spec) / flops(proxy.phi0)
                     guess = ratio if family.name == "depth" else math.sqrt(ratio)
@@ -292,10 +304,6 @@ class FrontierJob:
                     study.set_user_attr(f"{NETWORK}{net}", spec.to_dict())
                 out.append(member)
         return out
-
-    @staticmethod
-    def _compound(proxy: ProxyFamily, f: Family, phi: float) -> NetworkSpec:
-        return proxy.member(f.alpha ** phi, f.beta ** phi, f.gamma ** phi)   # type: ignore[operator]
 
     @staticmethod
     def _single(proxy: ProxyFamily, dimension: str, m: float) -> NetworkSpec:

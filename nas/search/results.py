@@ -20,7 +20,7 @@ from optuna.trial import FrozenTrial, TrialState
 from nas.errors import NasError
 from nas.pareto import pareto_front
 from nas.records import ArchRecord, CoefficientRecord, FrontierRunRecord, records
-from nas.statistics import describe_stability, rank_stability, tied_with_best
+from nas.statistics import describe_stability, estimate, rank_stability, tied_with_best
 
 MEMBER = "member:"            # frontier study attr prefix: member:<family>:<phi> -> the member's description
 
@@ -36,7 +36,8 @@ def trials_table(study: optuna.Study) -> pd.DataFrame:
         "state": "infeasible" if r.state == "complete" and False in (r.feasible, r.proxy_feasible) else r.state,
         "alpha": r.alpha, "beta": r.beta, "gamma": r.gamma, "res0": r.resolution0, "res1": r.resolution1,
         "nominal_ratio": r.nominal_ratio, "measured_ratio": r.ratio,
-        "proxy_res": r.proxy_resolution, "proxy_ratio": r.proxy_flops_ratio, "params": r.params,
+        "proxy_res": r.proxy_resolution, "proxy_ratio": r.proxy_flops_ratio, "family_dev": r.family_worst,
+        "params": r.params,
         "acc_mean": r.acc_mean, "acc_std": r.acc_std, "seeds": r.seeds, "epochs": r.epochs,
         "wall_s": r.wall_time, "reason": r.fail_reason or r.infeasible_reason or "",
     } for r in candidates(study)]
@@ -54,7 +55,7 @@ def trials_table(study: optuna.Study) -> pd.DataFrame:
     df.insert(at + 1, "acc_high", [e.high if (e := estimates.get(n)) else math.nan for n in df["trial"]])
     df.insert(at + 2, "tied_best", [n in tied for n in df["trial"]])
     return df.round({"alpha": 3, "beta": 3, "gamma": 3, "nominal_ratio": 3, "measured_ratio": 3,
-                     "proxy_ratio": 3, "acc_mean": 4, "acc_std": 4, "acc_low": 4, "acc_high": 4, "wall_s": 1})
+                     "proxy_ratio": 3, "family_dev": 3, "acc_mean": 4, "acc_std": 4, "acc_low": 4, "acc_high": 4, "wall_s": 1})
 
 
 def candidates(study: optuna.Study) -> list[CoefficientRecord]:
@@ -199,12 +200,15 @@ def frontier_table(study: optuna.Study) -> pd.DataFrame:
     over every finished seed (mean, standard deviation, min, max), with the accuracy-vs-FLOPs Pareto
     front marked. Members without a finished run have NaN accuracy and 0 seeds."""
     accuracies: dict[str, list[float]] = {}
+    images = None
     for r in records(study, FrontierRunRecord, states=(TrialState.COMPLETE,)):
         if r.frontier_run and r.acc_mean is not None:
             accuracies.setdefault(r.frontier_run[0], []).append(r.acc_mean)
+            images = images or r.val_images
     rows = []
     for m in sorted(stored_members(study.user_attrs), key=lambda m: (m["order"], m["phi"])):
         accs = accuracies.get(m["network"], [])
+        e = estimate(accs, images) if accs else None
         rows.append({
             "family": m["family"], "label": m["label"], "kind": m["kind"], "phi": m["phi"],
             "alpha": m["alpha"], "beta": m["beta"], "gamma": m["gamma"],
@@ -213,14 +217,38 @@ def frontier_table(study: optuna.Study) -> pd.DataFrame:
             "latency_ms": m.get("latency_ms", math.nan),
             "acc_mean": statistics.fmean(accs) if accs else math.nan,
             "acc_std": statistics.stdev(accs) if len(accs) > 1 else (0.0 if accs else math.nan),
+            "acc_low": e.low if e else math.nan, "acc_high": e.high if e else math.nan,
             "acc_min": min(accs, default=math.nan), "acc_max": max(accs, default=math.nan),
-            "seeds": len(accs), "network": m["network"],
+            "seeds": len(accs), "network": m["network"], "estimate": e,
         })
     df = pd.DataFrame(rows)
     if df.empty:
         return df
+    # At each phi, the members that cannot be told from the best one there (nas.statistics).
+    tied = set()
+    for _, group in df[df["estimate"].notna()].groupby("phi"):
+        tied |= {group.index[i] for i in tied_with_best(list(group["estimate"]))}
+    df["tied_best_at_phi"] = [i in tied for i in df.index]
+    df = df.drop(columns="estimate")
     trained = df[df["seeds"] > 0]
     front = set(trained.index[pareto_front(list(zip(trained["acc_mean"], trained["mflops"])), ["maximize", "minimize"])])
     df["pareto"] = [i in front for i in df.index]
     return df.round({"alpha": 4, "beta": 4, "gamma": 4, "width": 4, "depth": 4, "mflops": 3, "flops_vs_reference": 4, "latency_ms": 4,
-                     "acc_mean": 4, "acc_std": 4, "acc_min": 4, "acc_max": 4})
+                     "acc_mean": 4, "acc_std": 4, "acc_low": 4, "acc_high": 4, "acc_min": 4, "acc_max": 4})
+
+
+def frontier_verdicts(table: pd.DataFrame) -> list[str]:
+    """One sentence per phi: the family that leads beyond the noise there, or the families tied with the
+    best (frontier_table's tied_best_at_phi)."""
+    out = []
+    for phi, group in table[table["seeds"] > 0].groupby("phi"):
+        best = group.loc[group["acc_mean"].idxmax()]
+        shown = f"{best['family']} {best['acc_mean']:.4f} (95 % interval {best['acc_low']:.4f}-{best['acc_high']:.4f})"
+        tied = list(dict.fromkeys(group[group["tied_best_at_phi"]]["family"]))
+        if group["network"].nunique() == 1:       # phi = 0: every family's member is the base
+            continue
+        if len(tied) == 1:
+            out.append(f"phi {phi:g}: {shown} leads every other family beyond the noise")
+        else:
+            out.append(f"phi {phi:g}: no family leads; {', '.join(tied)} are tied within the noise (best: {shown})")
+    return out

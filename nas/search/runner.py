@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import multiprocessing
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, Literal, Protocol, cast
@@ -146,7 +147,15 @@ def check_built_from(study: optuna.Study, now: dict[str, str], cfg: StudyConfig)
 
 def worker_loop(job: SearchJob, storage_url: str, worker: int,
                 progress: Callable[[str], None]) -> None:
-    """Take trials until the job is done; a database that can no longer be written ends it with one line."""
+    """Take trials until the job is done; a database that can no longer be written ends it with one line
+    (Optuna's heartbeat thread, which meets it too, is kept from printing its own traceback)."""
+    default_hook = threading.excepthook
+
+    def quiet_storage_threads(args: Any) -> None:
+        if unwritable_failure(storage_url, args.exc_value) is None:
+            default_hook(args)
+
+    threading.excepthook = quiet_storage_threads
     try:
         _take_trials(job, storage_url, worker, progress)
     except Exception as e:
@@ -154,6 +163,8 @@ def worker_loop(job: SearchJob, storage_url: str, worker: int,
         if failure is None:
             raise
         raise failure from None
+    finally:
+        threading.excepthook = default_hook
 
 
 def _take_trials(job: SearchJob, storage_url: str, worker: int, progress: Callable[[str], None]) -> None:

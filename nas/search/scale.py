@@ -25,6 +25,7 @@ from optuna.trial import FrozenTrial
 from nas.config import StudyConfig, TrainConfig
 from nas.device import resolve_device
 from nas.errors import NasError
+from nas.family import check_family
 from nas.flops import flops_at, params_of
 from nas.records import CoefficientRecord, record, records
 from nas.search.constraint import (
@@ -182,11 +183,20 @@ class ScaleJob:
         shape = (data.in_channels, data.num_classes)
         proxy = solve_proxy(family, alpha, beta, cand.gamma, self.proxy_cost(), s.target, s.tolerance)
         record(trial, CoefficientRecord, proxy_resolution=proxy.spec.resolution, proxy_flops_ratio=proxy.ratio,
-               proxy_feasible=proxy.feasible, constraint_violation=max(cand.violation, proxy.violation))
-        trial.set_constraint("cost_ratio", max(cand.violation, proxy.violation))
-        if not (cand.feasible and proxy.feasible):
+               proxy_feasible=proxy.feasible)
+        violation = max(cand.violation, proxy.violation)
+        reasons = [] if proxy.feasible else [proxy.reason()]
+        if cand.feasible and not trial.user_attrs.get(RACE_RUN):    # a racing run's grid trial checked it
+            whole = check_family(full_base, alpha, beta, cand.gamma, s.family_phis, s.target, s.tolerance)
+            record(trial, CoefficientRecord, family_worst=None if whole.unbuildable else whole.worst,
+                   family_phi=whole.phi, family_feasible=whole.feasible)
+            violation = max(violation, (1.0 if whole.unbuildable else whole.worst) - s.tolerance)
+            reasons += [] if whole.feasible else [whole.reason()]
+        record(trial, CoefficientRecord, constraint_violation=violation)
+        trial.set_constraint("cost_ratio", violation)
+        if not cand.feasible or reasons:
             record(trial, CoefficientRecord, wall_time=time.perf_counter() - start,
-                   **({} if not cand.feasible else {"infeasible_reason": proxy.reason()}))
+                   **({"infeasible_reason": "; ".join(reasons)} if cand.feasible else {}))
             return 0.0    # not trained; the constraint violation tells the sampler why
         full1 = target_member(full_base, alpha, beta, cand.resolution1)
         flops0, flops1 = flops_at(full_base, full_base.resolution), flops_at(full1, full1.resolution)
