@@ -88,23 +88,42 @@ def count_flops(spec: NetworkSpec, resolution: int | None = None, in_channels: i
 @functools.lru_cache(maxsize=1024)
 def _per_layer_flops(arch: NetworkSpec, in_channels: int, num_classes: int) -> tuple[int, tuple[tuple[int, int], ...]]:
     """(parameters, ((stride level or -1 for constant, FLOPs per output position), ...)) of every
-    convolution and linear layer, from one fvcore trace at twice the total stride, where every
-    feature map is at least 2 px, so each layer's stride level reads off unambiguously and only
-    squeeze-excite convolutions see 1 px.
+    convolution and linear layer.
 
-    The blocks after the first of a stage are identical (same channels, stride 1), so the trace is of the
-    network cut to at most two blocks a stage, and each second block's layers and parameters count
-    (repeats - 1) times: exact, and a family's deepest member (10x B0's depth) costs the trace of a
-    shallow one, which is what lets a search check every candidate's whole family."""
-    r_ref = arch.resolution
+    The blocks after the first of a stage are identical (same channels, stride 1), so the count comes from
+    a trace of the network cut to at most two blocks a stage (`_traced_layers`), each second block's layers
+    and parameters counted (repeats - 1) times: exact, a family's deepest member (10x B0's depth) costs the
+    trace of a shallow one, and members that differ only in depth share one trace. This is what lets a
+    search check every candidate's whole family."""
     repeats = [st.repeats for st in arch.stages]
-    short = arch.replace(stages=tuple(dataclasses.replace(st, repeats=min(st.repeats, 2)) for st in arch.stages))
+    short = arch.replace(stages=tuple(dataclasses.replace(st, repeats=min(st.repeats, 2)) for st in arch.stages),
+                         dropout=0.0, drop_connect=0.0, depth_mult=1.0)   # none changes a count; each varies
+    params, layers = _traced_layers(short, in_channels, num_classes)
 
-    def times(name: str) -> int:        # how many blocks of the real network a traced module stands for
+    def times(stage: int) -> int:
+        return 1 if stage < 0 else repeats[stage] - 1
+
+    return (sum(n * times(stage) for stage, n in params),
+            tuple((level, f * times(stage)) for stage, level, f in layers))
+
+
+@functools.lru_cache(maxsize=1024)
+def _traced_layers(short: NetworkSpec, in_channels: int,
+                   num_classes: int) -> tuple[tuple[tuple[int, int], ...], tuple[tuple[int, int, int], ...]]:
+    """(((stage, parameters), ...), ((stage, stride level or -1 for constant, FLOPs per output position),
+    ...)) of a network of at most two blocks a stage, from one fvcore trace at twice the total stride,
+    where every feature map is at least 2 px, so each layer's stride level reads off unambiguously and only
+    squeeze-excite convolutions see 1 px. `stage` is the stage of a layer in a stage's second block, which
+    stands for all its repeated blocks, and -1 for every other layer."""
+    r_ref = short.resolution
+
+    def stage_of(name: str) -> int:
         parts = name.split(".")
-        return repeats[int(parts[1])] - 1 if len(parts) > 2 and parts[0] == "stages" and parts[2] == "1" else 1
+        return int(parts[1]) if len(parts) > 2 and parts[0] == "stages" and parts[2] == "1" else -1
 
-    model = build_model(short, num_classes=num_classes, in_channels=in_channels).eval()
+    with torch.device("meta"):     # counting needs shapes, not weights: skip initialising them
+        model = build_model(short, num_classes=num_classes, in_channels=in_channels)
+    model = model.to_empty(device="cpu").eval()
     sizes: dict[str, int] = {}
     hooks = [m.register_forward_hook(lambda mod, inp, out, name=name: sizes.__setitem__(name, int(out.shape[-1])))
              for name, m in model.named_modules() if isinstance(m, nn.Conv2d)]
@@ -116,18 +135,15 @@ def _per_layer_flops(arch: NetworkSpec, in_channels: int, num_classes: int) -> t
         by_module = analysis.by_module()
     for h in hooks:
         h.remove()
-    by_module = {name: int(v) for name, v in by_module.items()}
     layers = []
     for name, m in model.named_modules():
-        if isinstance(m, nn.Linear):
-            layers.append((-1, by_module[name] * times(name)))
+        flops = int(by_module[name]) if isinstance(m, (nn.Linear, nn.Conv2d)) else 0
+        if isinstance(m, nn.Linear) or (isinstance(m, nn.Conv2d) and sizes[name] == 1):
+            layers.append((stage_of(name), -1, flops))    # linear, or after global pooling (squeeze-excite)
         elif isinstance(m, nn.Conv2d):
             side = sizes[name]
-            if side == 1:        # after global pooling (squeeze-excite): independent of resolution
-                layers.append((-1, by_module[name] * times(name)))
-            else:
-                layers.append((round(math.log2(r_ref / side)), by_module[name] // (side * side) * times(name)))
-    return sum(p.numel() * times(name) for name, p in model.named_parameters()), tuple(layers)
+            layers.append((stage_of(name), round(math.log2(r_ref / side)), flops // (side * side)))
+    return tuple((stage_of(name), p.numel()) for name, p in model.named_parameters()), tuple(layers)
 
 
 def _architecture(spec: NetworkSpec) -> NetworkSpec:
