@@ -222,13 +222,15 @@ def train(model_or_spec: nn.Module | NetworkSpec, data: Dataset, cfg: TrainConfi
 
 class CpuThreads:
     """The CPU threads of one training run: the count the user fixed, or (None) this run's share of the
-    cores among the nas training runs alive on the machine, re-read every few seconds (nas.sharing).
+    cores other work leaves free, among the nas training runs alive on the machine, re-read every few
+    seconds (nas.sharing).
     0: not on the CPU, nothing to set."""
 
     RECHECK_S = 2.0
 
     def __init__(self, fixed: int | None) -> None:
         self.fixed, self.checked = fixed, -math.inf
+        self.busy_elsewhere = sharing.BusyElsewhere()
 
     def registered(self) -> contextlib.AbstractContextManager[None]:
         return sharing.registered_trainer() if self.fixed is None else contextlib.nullcontext()
@@ -237,7 +239,7 @@ class CpuThreads:
         if self.fixed == 0 or time.monotonic() - self.checked < self.RECHECK_S:
             return
         self.checked = time.monotonic()
-        wanted = self.fixed or sharing.fair_threads(default_threads())
+        wanted = self.fixed or sharing.fair_threads(default_threads(), self.busy_elsewhere())
         if torch.get_num_threads() != wanted:
             torch.set_num_threads(wanted)
 

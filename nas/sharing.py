@@ -25,6 +25,7 @@ import fcntl
 import os
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -68,9 +69,62 @@ def live_trainers() -> int:
     return live
 
 
-def fair_threads(cores: int) -> int:
-    """This run's share of `cores` among the training runs alive now (itself included when registered)."""
-    return max(1, cores // max(1, live_trainers()))
+def fair_threads(cores: int, busy_elsewhere: float = 0.0) -> int:
+    """This run's share of `cores` among the training runs alive now (itself included when registered),
+    after the cores that other work keeps busy (`BusyElsewhere`)."""
+    return max(1, (cores - round(busy_elsewhere)) // max(1, live_trainers()))
+
+
+class BusyElsewhere:
+    """How many of this process's cores other work kept busy since the last call: the busy time of the CPUs
+    this process may run on (/proc/stat), less its own and the registered nas trainers' CPU time.
+
+    A compiler, a test suite or any program beside a run is invisible to the trainer count, and OpenMP's
+    spinning threads fight it as they fight another trainer: a run beside a one-core busy loop on 2 cores
+    took several times longer with 2 threads than with 1. 0 on the first call, and where /proc is missing."""
+
+    def __init__(self) -> None:
+        self.last: tuple[float, float, float] | None = None     # (monotonic s, CPU busy s, nas busy s)
+
+    def __call__(self) -> float:
+        try:
+            now = (time.monotonic(), _cpus_busy_s(), _nas_busy_s())
+        except OSError:
+            return 0.0
+        last, self.last = self.last, now
+        if last is None or now[0] - last[0] < 0.5:
+            return 0.0
+        return max(0.0, ((now[1] - last[1]) - (now[2] - last[2])) / (now[0] - last[0]))
+
+
+_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _cpus_busy_s() -> float:
+    """Busy seconds (user, nice, system, irq, softirq, steal) of the CPUs this process may run on."""
+    mine = {f"cpu{n}" for n in os.sched_getaffinity(0)}
+    busy = 0
+    for line in Path("/proc/stat").read_text().splitlines():
+        fields = line.split()
+        if fields and fields[0] in mine:
+            ticks = [int(v) for v in fields[1:9]]
+            busy += sum(ticks[0:3]) + sum(ticks[5:8])
+    return busy / _TICK
+
+
+def _nas_busy_s() -> float:
+    """CPU seconds used by this process and by the other registered trainers' processes."""
+    own = os.times()
+    total = own.user + own.system
+    registry = _path("trainers")
+    pids = {entry.name.split("-")[0] for entry in registry.iterdir()} if registry.is_dir() else set()
+    for pid in pids - {str(os.getpid())}:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:        # gone meanwhile
+            continue
+        total += (int(fields[11]) + int(fields[12])) / _TICK      # utime, stime
+    return total
 
 
 # ----------------------------------------------------------------------------------------- latency

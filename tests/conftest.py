@@ -34,7 +34,7 @@ space: efficientnet_b0
 seed: 0
 proxy: {{dataset: digits, per_class: 30, resolution: 20, width: 0.25, depth: 0.25, stem_stride: 1,
         train: {{epochs: {epochs}, batch_size: 32, threads: 1}}}}
-search: {{sampler: {sampler}, target: 2.0, tolerance: 0.15, alpha: [1.0, 1.3], beta: [1.0, 1.2], step: 0.1,
+search: {{sampler: {sampler}, target: 2.0, tolerance: 0.15, alpha: [1.0, 1.3], beta: [1.0, 1.1], step: 0.1,
          seeds: {seeds}, trials: {trials}, family_phis: 2}}
 pruner: {{type: none}}
 heartbeat: {{interval: 1, grace: 4}}

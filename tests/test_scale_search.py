@@ -53,7 +53,7 @@ def test_objective_is_a_plain_function_of_a_trial(tiny_study):
 def test_a_candidate_whose_proxy_cannot_be_equal_cost_is_recorded_and_not_trained(tiny_study):
     # At 16 px (stride 16 with stem stride 1) the proxy's cost jumps 2.5x from 16 to 17 px.
     job = ScaleJob(load_study(tiny_study(sampler="tpe", **{"resolution: 20": "resolution: 16"})))
-    trial = optuna.trial.FixedTrial({"alpha": 1.1, "beta_share": 0.5})
+    trial = optuna.trial.FixedTrial({"alpha": 1.1, "beta_share": 1.0})      # beta 1.1
     assert job.objective()(trial) == 0.0
     a = trial.user_attrs
     assert a["feasible"] and not a["proxy_feasible"] and "acc_mean" not in a      # fine at full size only
@@ -108,6 +108,24 @@ def test_racing_trains_more_seeds_only_for_candidates_still_tied(tiny_study, run
     assert all(seeds[k] <= seeds[decision.survivors[0]] for k in seeds)   # the eliminated stopped sooner
     rows = {r["trial"]: r for r in json.loads(out)["winners"]}
     assert all(row["seeds"] == seeds[(row["alpha"], row["beta"])] for row in rows.values())
+
+
+def test_a_study_on_a_users_npz_ends_with_a_readable_verdict(tiny_study, tmp_path, run_cli):
+    """A data set the package does not ship: three classes told apart by where a bright patch sits."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(3), 50)
+    x = rng.integers(0, 60, size=(len(y), 12, 12, 3), dtype=np.uint8)
+    for i, label in enumerate(y):
+        x[i, 4 * label:4 * label + 4, 4:8] = 255
+    np.savez(tmp_path / "mine.npz", x=x, y=y)
+    path = tiny_study(name="mine", **{"dataset: digits, per_class: 30": f"dataset: {tmp_path / 'mine.npz'}"})
+    code, out, err = run_cli("scale", "run", path, "--phi", "0-1")
+    assert code == 0, err
+    verdict = [line for line in out.splitlines() if line.startswith(("winner: ", "no winner: "))]
+    assert len(verdict) == 1 and "validation images" in verdict[0] and "95 % interval" in verdict[0]
+    assert "rank stability: " in out and "the family's measured FLOPs stray from 2^phi" in out
 
 
 def test_rerun_of_a_finished_study_trains_nothing_and_gives_the_same_winner(tiny_study):
@@ -187,6 +205,12 @@ def _wait_for(cfg, ready, timeout: float = 600, proc: subprocess.Popen | None = 
     raise AssertionError(f"study {cfg.name} did not get there in {timeout} s")
 
 
+def _well_into(t) -> bool:
+    """A running trial past its set-up (its proxy solved), so its heartbeat thread has long been running: a
+    worker killed before its first heartbeat is covered too, but only after 120 s (docs/search.md)."""
+    return t.state == TrialState.RUNNING and "proxy_resolution" in t.user_attrs
+
+
 def test_four_workers_share_the_local_file_and_finish_each_point_once(tiny_study):
     path = tiny_study(name="four")
     proc = _nas("scale", "run", path, "--workers", "4", "--force-workers", "--format", "json")
@@ -204,7 +228,7 @@ def test_kill_9_mid_trial_then_the_same_command_completes_without_loss(tiny_stud
     cfg = load_study(path)
     proc = _nas("scale", "run", path)
     _wait_for(cfg, lambda trials: any(t.state == TrialState.COMPLETE for t in trials)
-              and any(t.state == TrialState.RUNNING for t in trials), proc=proc)
+              and any(_well_into(t) for t in trials), proc=proc)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     before = {t.number: t.value for t in _load(cfg).trials if t.state == TrialState.COMPLETE}
@@ -223,7 +247,7 @@ def test_kill_9_mid_trial_then_the_same_command_completes_without_loss(tiny_stud
 
 
 def test_ctrl_c_then_the_same_command_resumes(tiny_study):
-    path = tiny_study(name="interrupted", epochs=8)     # long enough that a busy machine cannot finish first
+    path = tiny_study(name="interrupted", epochs=6)     # long enough that a busy machine cannot finish first
     cfg = load_study(path)
     proc = _nas("scale", "run", path)
     _wait_for(cfg, lambda trials: any(t.state == TrialState.COMPLETE for t in trials), proc=proc)
@@ -248,9 +272,9 @@ def test_a_killed_worker_is_covered_by_the_others(tiny_study):
     def both_mid_trial(trials) -> bool:
         # A worker runs one trial at a time, so two running trials mean both workers hold one; a trial still
         # waiting means neither is about to run out of work and exit before the kill lands.
-        states = Counter(t.state for t in trials)
         workers[:] = spawned_workers(proc.pid)
-        return len(workers) == 2 and states[TrialState.RUNNING] == 2 and states[TrialState.WAITING] >= 1
+        return (len(workers) == 2 and sum(map(_well_into, trials)) == 2
+                and any(t.state == TrialState.WAITING for t in trials))
 
     try:
         _wait_for(cfg, both_mid_trial, proc=proc)
@@ -287,7 +311,7 @@ def test_kill_9_during_grid_enumeration_then_the_same_command_completes(tiny_stu
     path = tiny_study(name="enumkilled")
     cfg = load_study(path)
     proc = _nas("scale", "run", path)
-    _read_stderr_until(proc, "grid [1/")            # the first of 12 points measured, 11 to go
+    _read_stderr_until(proc, "grid [1/")            # the first of 8 points measured, 7 to go
     _killed(proc)
     study = _load(cfg)
     assert "grid" not in study.user_attrs and not study.trials     # killed before the grid was recorded
@@ -364,7 +388,7 @@ def test_hardware_mode_judges_the_constraint_on_measured_latency(tiny_study, tmp
     base.write_text(b0.replace(name="small_base", resolution=64).to_yaml())
     path = tiny_study(name="latency", **{
         "space: efficientnet_b0": f"space: {base}",
-        "alpha: [1.0, 1.3], beta: [1.0, 1.2], step: 0.1": "alpha: [1.0, 1.2], beta: [1.0, 1.1], step: 0.1, "
+        "alpha: [1.0, 1.3], beta: [1.0, 1.1], step: 0.1": "alpha: [1.0, 1.2], beta: [1.0, 1.1], step: 0.1, "
         "tolerance: 0.3, cost: latency, latency: {device: cpu, batch_size: 8, warmup: 2, repeats: 5, threads: 1}",
         "tolerance: 0.15, ": ""})
     study = run_search(ScaleJob(load_study(path)), progress=lambda m: None)

@@ -62,6 +62,30 @@ def test_training_runs_share_the_cores(tmp_path):
     assert sharing.live_trainers() == base and sharing.fair_threads(2) == 2 // max(1, base)
 
 
+def test_a_busy_loop_beside_a_run_is_seen_and_a_registered_trainer_is_not(tmp_path):
+    """Other work takes cores from a run's share; another nas trainer's work is already in the count."""
+    from nas import sharing
+
+    spin = "import time\nend = time.time() + 3\nwhile time.time() < end: pass\n"
+    busy = sharing.BusyElsewhere()
+    busy()
+    time.sleep(1.5)
+    before = busy()        # whatever else the machine runs (0 on a quiet one)
+    hog = subprocess.Popen([sys.executable, "-c", spin])
+    time.sleep(2.5)
+    seen = busy()
+    hog.wait()
+    assert seen - before >= 0.5 and sharing.fair_threads(2, seen) == 1     # one core taken by the loop
+    trainer = subprocess.Popen([sys.executable, "-c", "from nas import sharing\nwith sharing.registered_trainer():\n"
+                                + "".join("    " + line + "\n" for line in spin.splitlines())])
+    time.sleep(1)          # registered and spinning by now
+    busy()
+    time.sleep(1.5)
+    seen = busy()
+    trainer.wait()
+    assert seen - before < 0.5, f"a registered trainer's CPU was counted as other work ({seen:.2f} cores)"
+
+
 # ------------------------------------------------------------------------------------ records
 
 def _study() -> optuna.Study:

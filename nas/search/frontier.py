@@ -271,6 +271,10 @@ class FrontierJob:
                     continue
                 if family.kind == "compound":
                     spec = compound(family, phi)
+                    ratio = flops(spec) / flops(proxy.phi0)
+                    if abs(ratio / target ** phi - 1) > self.tolerance:
+                        progress(f"warning: {family.label} at phi {phi:g} costs {ratio:.2f}x the phi = 0 member "
+                                 f"where {target ** phi:g}x is asked: no proxy resolution comes closer")
                 else:    # nominal guess: FLOPs grow with depth, and with width and resolution squared
                     ratio = flops(ref_spec) / flops(proxy.phi0)
                     guess = ratio if family.name == "depth" else math.sqrt(ratio)
