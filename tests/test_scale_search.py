@@ -211,6 +211,17 @@ def _well_into(t) -> bool:
     return t.state == TrialState.RUNNING and "proxy_resolution" in t.user_attrs
 
 
+def _rerun_keeps_every_finished_trial(path: str, cfg) -> None:
+    """The same command again finishes, keeps every finished trial's value and leaves each point done once."""
+    before = {t.number: t.value for t in _load(cfg).trials if t.state == TrialState.COMPLETE}
+    rerun = _nas("scale", "run", path)
+    _, err = rerun.communicate(timeout=600)
+    assert rerun.returncode == 0, err
+    study = _load(cfg)
+    assert all(study.trials[n].value == v for n, v in before.items())
+    _assert_every_grid_point_once(study)
+
+
 def test_kill_9_mid_trial_then_the_same_command_completes_without_loss(tiny_study):
     path = tiny_study(name="killed", epochs=4)
     cfg = load_study(path)
@@ -242,13 +253,7 @@ def test_ctrl_c_then_the_same_command_resumes(tiny_study):
     os.killpg(proc.pid, signal.SIGINT)
     out, err = proc.communicate(timeout=600)
     assert proc.returncode == 130 and "run the same command to resume" in err
-    before = {t.number: t.value for t in _load(cfg).trials if t.state == TrialState.COMPLETE}
-    rerun = _nas("scale", "run", path)
-    _, err = rerun.communicate(timeout=600)
-    assert rerun.returncode == 0, err
-    study = _load(cfg)
-    assert all(study.trials[n].value == v for n, v in before.items())
-    _assert_every_grid_point_once(study)
+    _rerun_keeps_every_finished_trial(path, cfg)
 
 
 def test_one_of_four_killed_workers_is_covered_by_the_others(tiny_study):
@@ -352,13 +357,7 @@ def test_a_database_made_read_only_mid_run_stops_with_one_line_then_resumes(tiny
     assert proc.returncode == 2 and "Traceback" not in err, err
     last = err.strip().splitlines()[-1]
     assert "can no longer be written" in last and "run the same command to resume" in last
-    before = {t.number: t.value for t in _load(cfg).trials if t.state == TrialState.COMPLETE}
-    rerun = _nas("scale", "run", path)
-    _, err = rerun.communicate(timeout=600)
-    assert rerun.returncode == 0, err
-    study = _load(cfg)
-    assert all(study.trials[n].value == v for n, v in before.items())
-    _assert_every_grid_point_once(study)
+    _rerun_keeps_every_finished_trial(path, cfg)
 
 
 def test_fresh_runs_with_the_same_seed_give_the_same_winner(tiny_study, tmp_path, monkeypatch):

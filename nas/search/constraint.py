@@ -54,7 +54,31 @@ def proxy_family(config: StudyConfig) -> ProxyFamily:
 
 
 @dataclass(frozen=True)
-class ProxyCandidate:
+class WithinTolerance:
+    """A measured cost ratio judged against the target: feasible within target * (1 +- tolerance)."""
+
+    cost0: float                 # measured cost of the phi = 0 network
+    cost1: float                 # ... and of the candidate's phi = 1 network
+    target: float
+    tolerance: float
+
+    @property
+    def ratio(self) -> float:
+        """Measured cost ratio of the rounded phi = 1 network to phi = 0."""
+        return self.cost1 / self.cost0
+
+    @property
+    def feasible(self) -> bool:
+        return abs(self.ratio / self.target - 1.0) <= self.tolerance
+
+    @property
+    def violation(self) -> float:
+        """<= 0 when feasible (Optuna's constraint convention)."""
+        return abs(self.ratio / self.target - 1.0) - self.tolerance
+
+
+@dataclass(frozen=True)
+class ProxyCandidate(WithinTolerance):
     """The proxy network a candidate trains, its resolution solved on the proxy's own measured FLOPs.
 
     The full-size ratio says the family doubles its cost; the proxy's ratio says the candidates were
@@ -64,19 +88,8 @@ class ProxyCandidate:
     solved again on the proxy, and a candidate whose proxy no resolution brings within tolerance is not
     trained."""
 
-    spec: NetworkSpec
+    spec: NetworkSpec            # costs are its measured FLOPs and the phi = 0 proxy's
     resolution0: int
-    ratio: float                 # measured proxy FLOPs, phi = 1 over phi = 0
-    target: float
-    tolerance: float
-
-    @property
-    def feasible(self) -> bool:
-        return abs(self.ratio / self.target - 1.0) <= self.tolerance
-
-    @property
-    def violation(self) -> float:
-        return abs(self.ratio / self.target - 1.0) - self.tolerance
 
     def reason(self) -> str:
         return (f"no proxy resolution gives an equal-cost proxy: the closest, {self.spec.resolution} px, costs "
@@ -95,7 +108,7 @@ def solve_proxy(family: ProxyFamily, alpha: float, beta: float, gamma: float, co
     cost1 = functools.cache(lambda r: cost(spec1, r))
     high = min(MAX_RESOLUTION, max(2 * r0, int(2 * r0 * gamma)))
     r = closest_resolution(cost1, target * cost0, round(r0 * gamma), r0, high)
-    return ProxyCandidate(spec=family.member(alpha, beta, r / r0), resolution0=r0, ratio=cost1(r) / cost0,
+    return ProxyCandidate(spec=family.member(alpha, beta, r / r0), resolution0=r0, cost0=cost0, cost1=cost1(r),
                           target=target, tolerance=tolerance)
 
 
@@ -113,21 +126,12 @@ def latency_cost(settings: LatencySettings, in_channels: int, num_classes: int) 
 
 
 @dataclass(frozen=True)
-class Candidate:
+class Candidate(WithinTolerance):
     alpha: float
     beta: float
     gamma: float                 # effective: resolution1 / resolution0
     resolution0: int
     resolution1: int
-    cost0: float
-    cost1: float
-    target: float
-    tolerance: float
-
-    @property
-    def ratio(self) -> float:
-        """Measured cost ratio of the rounded phi = 1 network to phi = 0."""
-        return self.cost1 / self.cost0
 
     @property
     def nominal_ratio(self) -> float:
@@ -138,15 +142,6 @@ class Candidate:
     def gamma_nominal(self) -> float:
         """The gamma that alpha * beta^2 * gamma^2 = c asks for, before measuring."""
         return math.sqrt(self.target / (self.alpha * self.beta ** 2))
-
-    @property
-    def feasible(self) -> bool:
-        return abs(self.ratio / self.target - 1.0) <= self.tolerance
-
-    @property
-    def violation(self) -> float:
-        """<= 0 when feasible (Optuna's constraint convention)."""
-        return abs(self.ratio / self.target - 1.0) - self.tolerance
 
     def attrs(self) -> dict:
         d = asdict(self)
