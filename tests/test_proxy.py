@@ -39,11 +39,13 @@ def test_training_on_digits_learns(digits, small_net):
 
 
 def test_same_seed_same_result_other_seed_differs(digits, small_net):
-    cfg = TrainConfig(epochs=2, seed=3)
+    # Bitwise only at a fixed thread count: a run's share of the cores follows the machine's load, and
+    # another count sums in another order (losses then agree to about 1e-7).
+    cfg = TrainConfig(epochs=2, seed=3, threads=1)
     a, b = train(small_net, digits, cfg), train(small_net, digits, cfg)
     assert a.accuracies == b.accuracies
     assert [e.train_loss for e in a.epochs] == [e.train_loss for e in b.epochs]
-    c = train(small_net, digits, TrainConfig(epochs=2, seed=4))
+    c = train(small_net, digits, TrainConfig(epochs=2, seed=4, threads=1))
     assert [e.train_loss for e in c.epochs] != [e.train_loss for e in a.epochs]
 
 
