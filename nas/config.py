@@ -258,9 +258,13 @@ class StudyConfig:
         d = self.to_dict()
         for key in ("storage", "description", "heartbeat"):
             d.pop(key)
-        if not self.search.racing:        # racing's settings count only when it is on (and studies made
-            for key in ("racing", "max_seeds"):   # before it existed keep their fingerprint)
+        # Settings added since studies were first stored count only away from their defaults, so a study
+        # made before them keeps its fingerprint and resumes (racing's only when racing is on).
+        if not self.search.racing:
+            for key in ("racing", "max_seeds"):
                 d["search"].pop(key)
+        if self.search.family_phis == SearchSettings.family_phis:
+            d["search"].pop("family_phis")
         return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
