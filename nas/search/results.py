@@ -33,7 +33,7 @@ def trials_table(study: optuna.Study) -> pd.DataFrame:
     Coefficients and ratios are shown to 3 decimals; use `best_coefficients` for the exact values."""
     rows = [{
         "trial": r.number,
-        "state": "infeasible" if r.state == "complete" and False in (r.feasible, r.proxy_feasible) else r.state,
+        "state": "infeasible" if r.state == "complete" and r.feasible is not None and not r.trainable else r.state,
         "alpha": r.alpha, "beta": r.beta, "gamma": r.gamma, "res0": r.resolution0, "res1": r.resolution1,
         "nominal_ratio": r.nominal_ratio, "measured_ratio": r.ratio,
         "proxy_res": r.proxy_resolution, "proxy_ratio": r.proxy_flops_ratio, "family_dev": r.family_worst,
@@ -242,11 +242,11 @@ def frontier_verdicts(table: pd.DataFrame) -> list[str]:
     best (frontier_table's tied_best_at_phi)."""
     out = []
     for phi, group in table[table["seeds"] > 0].groupby("phi"):
+        if group["network"].nunique() == 1:       # phi = 0: every family's member is the base
+            continue
         best = group.loc[group["acc_mean"].idxmax()]
         shown = f"{best['family']} {best['acc_mean']:.4f} (95 % interval {best['acc_low']:.4f}-{best['acc_high']:.4f})"
         tied = list(dict.fromkeys(group[group["tied_best_at_phi"]]["family"]))
-        if group["network"].nunique() == 1:       # phi = 0: every family's member is the base
-            continue
         if len(tied) == 1:
             out.append(f"phi {phi:g}: {shown} leads every other family beyond the noise")
         else:

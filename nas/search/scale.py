@@ -132,10 +132,11 @@ class ScaleJob:
         s = self.config.search
         failed = {tuple(r.race_run[:2]) for r in records(study, CoefficientRecord)
                   if r.race_run and r.finished_for_good and not r.seed_accuracies}
-        results = {tuple(r.grid_point): r.seed_accuracies for r in candidates(study)
+        field = candidates(study)
+        results = {tuple(r.grid_point): r.seed_accuracies for r in field
                    if r.state == "complete" and r.seed_accuracies and r.grid_point
                    and tuple(r.grid_point) not in failed}
-        images = next((r.val_images for r in candidates(study) if r.val_images), None)
+        images = next((r.val_images for r in field if r.val_images), None)
         return replay(results, images, s.seeds, s.seeds, s.max_seeds)
 
     def _grid_finished(self, study: optuna.Study) -> bool:
