@@ -1,12 +1,18 @@
-"""FLOPs of the real, built module, counted by fvcore.
+"""FLOPs and activations of the real, built module, counted by fvcore.
 
 Convention (the paper's, and fvcore's): one fused multiply-add is one FLOP, so EfficientNet-B0 at 224 px
 is 0.39 GFLOPs. `FlopCount.flops` counts convolutions and linear layers. Batch norm is left out of
-it because it folds into the preceding convolution at inference. Activations, the SE mean and gate
-multiply, and residual adds are counted by handles registered here (one FLOP per output element) and
+it because it folds into the preceding convolution at inference. Activation functions, the SE mean and
+gate multiply, and residual adds are counted by handles registered here (one FLOP per output element) and
 reported apart as `elementwise`: they are memory-bound rather than arithmetic work, the paper leaves
 them out, and adding them would move B0 by about 5 %. fvcore's warnings about skipped ops are silenced
 because every op the builder emits has a handle here (`unhandled` lists any that do not).
+
+Activations are what fvcore's `ActivationCountAnalysis` counts: the output elements of every convolution
+and linear layer (Dollar, Singh, Girshick, "Fast and Accurate Model Scaling", 2021, who find that they
+track GPU runtime more closely than FLOPs). They are counted by fvcore's activation handle in the same
+trace as FLOPs, so asking for both costs one trace (tests check the count against
+`ActivationCountAnalysis` and against a hand count).
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import functools
 import logging
 import math
 import warnings
+from collections import Counter
 from dataclasses import dataclass
 
 import torch
@@ -24,24 +31,28 @@ from torch import nn
 with warnings.catch_warnings():  # fvcore's import scripts a loss function with the deprecated torch.jit.script
     warnings.simplefilter("ignore", DeprecationWarning)
     from fvcore.nn import FlopCountAnalysis
-    from fvcore.nn.jit_handles import elementwise_flop_counter, get_shape
+    from fvcore.nn.jit_handles import conv_flop_jit, elementwise_flop_counter, generic_activation_jit, linear_flop_jit
 
 from nas.builder import build_model, count_params
 from nas.spec import NetworkSpec
 
 _ARITHMETIC = ("conv", "linear", "addmm", "matmul", "mm", "bmm", "einsum")
+ACTIVATIONS = "activations"
+_output_elements = generic_activation_jit()     # fvcore's activation count: the elements of an op's output
 
 
-def _per_output_element(inputs, outputs) -> int:
-    shape = get_shape(outputs[0])
-    n = 1
-    for d in shape:
-        n *= d
-    return n
+def _conv_and_activations(inputs, outputs) -> Counter:
+    return conv_flop_jit(inputs, outputs) + Counter({ACTIVATIONS: _output_elements(inputs, outputs)})
 
 
+def _linear_and_activations(inputs, outputs) -> Counter:
+    return Counter({"linear": linear_flop_jit(inputs, outputs), ACTIVATIONS: _output_elements(inputs, outputs)})
+
+
+# The layers ActivationCountAnalysis counts, as the builder emits them: their FLOPs and their outputs.
+_LAYER_OPS = {"aten::_convolution": _conv_and_activations, "aten::linear": _linear_and_activations}
 _ELEMENTWISE_OPS = {
-    f"aten::{op}": _per_output_element
+    f"aten::{op}": _output_elements
     for op in ("silu", "silu_", "sigmoid", "sigmoid_", "relu", "relu_", "relu6", "hardtanh", "hardtanh_",
                "hardswish", "hardswish_", "mul", "mul_", "add", "add_", "div", "div_", "mean")
 }
@@ -51,10 +62,19 @@ _FREE_OPS = {f"aten::{op}": None for op in ("batch_norm", "dropout", "dropout_",
                                              "size", "view", "reshape", "empty", "bernoulli_")}
 
 
+def _analysis(model: nn.Module, x: torch.Tensor) -> FlopCountAnalysis:
+    """FLOPs and activations of `model` on `x` in one fvcore trace, quiet: every op the builder emits is
+    handled or free."""
+    logging.getLogger("fvcore").setLevel(logging.ERROR)
+    return (FlopCountAnalysis(model, x).set_op_handle(**_LAYER_OPS, **_ELEMENTWISE_OPS, **_FREE_OPS)
+            .unsupported_ops_warnings(False).uncalled_modules_warnings(False).tracer_warnings("none"))
+
+
 @dataclass(frozen=True)
 class FlopCount:
     flops: int          # multiply-adds of convolutions and linear layers (the headline number)
-    elementwise: int    # activations, SE mean and gate, residual adds, pooling
+    elementwise: int    # activation functions, SE mean and gate, residual adds, pooling
+    activations: int    # output elements of convolutions and linear layers
     params: int
     resolution: int
     unhandled: tuple[str, ...] = ()
@@ -70,25 +90,21 @@ def count_flops(spec: NetworkSpec, resolution: int | None = None, in_channels: i
     """Count one image at `resolution` (default: the spec's). Cached per spec and resolution."""
     resolution = resolution or spec.resolution
     model = build_model(spec, num_classes=num_classes, in_channels=in_channels).eval()
-    x = torch.zeros(1, in_channels, resolution, resolution)
-    analysis = (FlopCountAnalysis(model, x)
-                .set_op_handle(**_ELEMENTWISE_OPS, **_FREE_OPS)
-                .unsupported_ops_warnings(False)
-                .uncalled_modules_warnings(False)
-                .tracer_warnings("none"))
-    logging.getLogger("fvcore").setLevel(logging.ERROR)
+    analysis = _analysis(model, torch.zeros(1, in_channels, resolution, resolution))
     with torch.no_grad():
         by_op = analysis.by_operator()
+    activations = by_op[ACTIVATIONS]
     flops = sum(v for op, v in by_op.items() if op.startswith(_ARITHMETIC))
-    return FlopCount(flops=int(flops), elementwise=int(sum(by_op.values()) - flops),
-                     params=count_params(model), resolution=resolution,
+    return FlopCount(flops=int(flops), elementwise=int(sum(by_op.values()) - flops - activations),
+                     activations=int(activations), params=count_params(model), resolution=resolution,
                      unhandled=tuple(sorted(analysis.unsupported_ops())))
 
 
 @functools.lru_cache(maxsize=1024)
-def _per_layer_flops(arch: NetworkSpec, in_channels: int, num_classes: int) -> tuple[int, tuple[tuple[int, int], ...]]:
-    """(parameters, ((stride level or -1 for constant, FLOPs per output position), ...)) of every
-    convolution and linear layer.
+def _per_layer_counts(arch: NetworkSpec, in_channels: int,
+                      num_classes: int) -> tuple[int, tuple[tuple[int, int, int], ...]]:
+    """(parameters, ((stride level or -1 for constant, FLOPs per output position, activations per output
+    position), ...)) of every convolution and linear layer.
 
     The blocks after the first of a stage are identical (same channels, stride 1), so the count comes from
     a trace of the network cut to at most two blocks a stage (`_traced_layers`), each second block's layers
@@ -104,17 +120,17 @@ def _per_layer_flops(arch: NetworkSpec, in_channels: int, num_classes: int) -> t
         return 1 if stage < 0 else repeats[stage] - 1
 
     return (sum(n * times(stage) for stage, n in params),
-            tuple((level, f * times(stage)) for stage, level, f in layers))
+            tuple((level, f * times(stage), a * times(stage)) for stage, level, f, a in layers))
 
 
 @functools.lru_cache(maxsize=1024)
 def _traced_layers(short: NetworkSpec, in_channels: int,
-                   num_classes: int) -> tuple[tuple[tuple[int, int], ...], tuple[tuple[int, int, int], ...]]:
-    """(((stage, parameters), ...), ((stage, stride level or -1 for constant, FLOPs per output position),
-    ...)) of a network of at most two blocks a stage, from one fvcore trace at twice the total stride,
-    where every feature map is at least 2 px, so each layer's stride level reads off unambiguously and only
-    squeeze-excite convolutions see 1 px. `stage` is the stage of a layer in a stage's second block, which
-    stands for all its repeated blocks, and -1 for every other layer."""
+                   num_classes: int) -> tuple[tuple[tuple[int, int], ...], tuple[tuple[int, int, int, int], ...]]:
+    """(((stage, parameters), ...), ((stage, stride level or -1 for constant, FLOPs per output position,
+    activations per output position), ...)) of a network of at most two blocks a stage, from one fvcore
+    trace at twice the total stride, where every feature map is at least 2 px, so each layer's stride level
+    reads off unambiguously and only squeeze-excite convolutions see 1 px. `stage` is the stage of a layer
+    in a stage's second block, which stands for all its repeated blocks, and -1 for every other layer."""
     r_ref = short.resolution
 
     def stage_of(name: str) -> int:
@@ -127,22 +143,22 @@ def _traced_layers(short: NetworkSpec, in_channels: int,
     sizes: dict[str, int] = {}
     hooks = [m.register_forward_hook(lambda mod, inp, out, name=name: sizes.__setitem__(name, int(out.shape[-1])))
              for name, m in model.named_modules() if isinstance(m, nn.Conv2d)]
-    analysis = (FlopCountAnalysis(model, torch.zeros(1, in_channels, r_ref, r_ref))
-                .set_op_handle(**_ELEMENTWISE_OPS, **_FREE_OPS).unsupported_ops_warnings(False)
-                .uncalled_modules_warnings(False).tracer_warnings("none"))
-    logging.getLogger("fvcore").setLevel(logging.ERROR)
+    analysis = _analysis(model, torch.zeros(1, in_channels, r_ref, r_ref))
     with torch.no_grad():
-        by_module = analysis.by_module()
+        by_module = analysis.by_module_and_operator()
     for h in hooks:
         h.remove()
     layers = []
     for name, m in model.named_modules():
-        flops = int(by_module[name]) if isinstance(m, (nn.Linear, nn.Conv2d)) else 0
-        if isinstance(m, nn.Linear) or (isinstance(m, nn.Conv2d) and sizes[name] == 1):
-            layers.append((stage_of(name), -1, flops))    # linear, or after global pooling (squeeze-excite)
-        elif isinstance(m, nn.Conv2d):
-            side = sizes[name]
-            layers.append((stage_of(name), round(math.log2(r_ref / side)), flops // (side * side)))
+        if not isinstance(m, (nn.Linear, nn.Conv2d)):
+            continue
+        activations = int(by_module[name][ACTIVATIONS])
+        flops = int(sum(by_module[name].values())) - activations
+        if isinstance(m, nn.Linear) or sizes[name] == 1:    # linear, or after global pooling (squeeze-excite)
+            layers.append((stage_of(name), -1, flops, activations))
+        else:
+            area = sizes[name] ** 2
+            layers.append((stage_of(name), round(math.log2(r_ref / sizes[name])), flops // area, activations // area))
     return tuple((stage_of(name), p.numel()) for name, p in model.named_parameters()), tuple(layers)
 
 
@@ -161,10 +177,18 @@ def flops_at(spec: NetworkSpec, resolution: int, in_channels: int = 3, num_class
     counts of one trace. The resolution search of the coefficient search calls this many times per
     candidate; tests check it equals a direct count at odd resolutions.
     """
-    _, layers = _per_layer_flops(_architecture(spec), in_channels, num_classes)
-    return sum(f if level < 0 else f * math.ceil(resolution / 2 ** level) ** 2 for level, f in layers)
+    _, layers = _per_layer_counts(_architecture(spec), in_channels, num_classes)
+    return sum(f if level < 0 else f * math.ceil(resolution / 2 ** level) ** 2 for level, f, _ in layers)
+
+
+def activations_at(spec: NetworkSpec, resolution: int, in_channels: int = 3, num_classes: int = 1000) -> int:
+    """`count_flops(...).activations` (output elements of every convolution and linear layer) at any
+    resolution, from the same trace as `flops_at` and rescaled the same way: a layer's outputs are its
+    channels times its output area."""
+    _, layers = _per_layer_counts(_architecture(spec), in_channels, num_classes)
+    return sum(a if level < 0 else a * math.ceil(resolution / 2 ** level) ** 2 for level, _, a in layers)
 
 
 def params_of(spec: NetworkSpec, in_channels: int = 3, num_classes: int = 1000) -> int:
     """Parameter count, from the same cached build as `flops_at`."""
-    return _per_layer_flops(_architecture(spec), in_channels, num_classes)[0]
+    return _per_layer_counts(_architecture(spec), in_channels, num_classes)[0]

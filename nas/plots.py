@@ -32,10 +32,12 @@ _STYLE: dict[RcKeyType, Any] = {
     "axes.labelsize": 10, "xtick.labelsize": 9, "ytick.labelsize": 9, "legend.fontsize": 9,
     "grid.color": "0.85", "grid.linewidth": 0.6,
 }
-_FIXED_COLOURS = {"paper": "tab:blue", "width": "tab:green", "depth": "tab:orange", "resolution": "tab:brown"}
+_FIXED_COLOURS = {"paper": "tab:blue", "fast": "tab:cyan", "width": "tab:green", "depth": "tab:orange",
+                  "resolution": "tab:brown"}
 _COMPOUND_COLOURS = ("tab:red", "tab:purple", "tab:pink", "tab:olive", "tab:cyan")
 _TAB10 = tuple(TABLEAU_COLORS)
 _X_LABELS = {"mflops": "FLOPs per image (MFLOPs, log scale)", "latency_ms": "latency per image (ms, log scale)"}
+_LEADS = {"mflops": "Fewest FLOPs", "latency_ms": "Fastest"}
 _FRONT_COLOUR = "0.55"
 
 
@@ -48,11 +50,27 @@ def pareto_points(x: Sequence[float], y: Sequence[float]) -> list[int]:
     return sorted(front, key=lambda i: (xs[i], i))
 
 
+def leaders(points: pd.DataFrame, x: str) -> list[tuple[tuple[str, ...], float]]:
+    """Along the Pareto front from the lowest accuracy up, the families whose networks reach each
+    accuracy at the least `x` (on latency: the fastest family at each accuracy), as (families, the
+    highest accuracy they lead up to). A network several families share (phi = 0) names them all."""
+    front = points.iloc[pareto_points(points[x], points["acc_mean"])]
+    runs: list[tuple[tuple[str, ...], float]] = []
+    for (_, acc), rows in front.groupby([x, "acc_mean"], sort=False):
+        families = tuple(dict.fromkeys(rows["family"]))
+        if runs and runs[-1][0] == families:
+            runs[-1] = (families, acc)
+        else:
+            runs.append((families, acc))
+    return runs
+
+
 def plot_frontier(table: pd.DataFrame, x: str, path_stem: Path, title: str, subtitle: str = "") -> list[Path]:
     """Accuracy (mean ± std over seeds) against `x` ("mflops" or "latency_ms", log axis), one line per
-    family sorted by phi: compound families solid with φ labels, single-dimension baselines dashed. The
-    Pareto front over all plotted points is computed here for `x` (the table's `pareto` column is not
-    read). Rows without `x` or accuracy are left out; ValueError if none is left."""
+    family sorted by phi: compound families solid with φ labels, baselines dashed. The Pareto front over
+    all plotted points is computed here for `x` (the table's `pareto` column is not read), and a caption
+    names the family that leads it at each accuracy: on latency, the fastest. Rows without `x` or accuracy
+    are left out; ValueError if none is left."""
     if x not in _X_LABELS:
         raise ValueError(f"x must be one of {sorted(_X_LABELS)}, not {x!r}")
     points = table[table[x].notna() & table["acc_mean"].notna()]
@@ -87,6 +105,11 @@ def plot_frontier(table: pd.DataFrame, x: str, path_stem: Path, title: str, subt
                               markerfacecolor="none", markeredgecolor="black"))
         labels.append("Pareto front")
         ax.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
+        every = points["family"].nunique()
+        steps = [f"{'every family' if 1 < len(f) == every else ' = '.join(f)} up to {acc:.3f}"
+                 for f, acc in leaders(points, x)]
+        fig.supxlabel("\n".join(textwrap.wrap(f"{_LEADS[x]} at each accuracy (the Pareto front): "
+                                              f"{', then '.join(steps)}.", 120)), fontsize=9, color="0.25")
         return _save(fig, path_stem)
 
 

@@ -128,6 +128,19 @@ def compound_multipliers(alpha: float, beta: float, gamma: float, phi: float) ->
     return Multipliers(width=beta ** phi, depth=alpha ** phi, resolution=gamma ** phi)
 
 
+FAST_EXPONENTS = Multipliers(width=0.4, depth=0.1, resolution=0.05)
+"""Dollar, Singh, Girshick, "Fast and Accurate Model Scaling" (2021), pycls's `d1_w8_g8_r1`: of a FLOPs
+factor s, width takes s^0.4, depth s^0.1 and resolution s^0.05 (depth x width^2 x resolution^2 = s).
+Spending FLOPs mostly on width makes activations grow about as s^0.6 (compound scaling: s^0.85), and
+activations, not FLOPs, bound runtime on memory-bound accelerators."""
+
+
+def fast_multipliers(s: float) -> Multipliers:
+    """Dollar et al.'s fast scaling for a FLOPs factor `s` (nominal: rounding moves the cost)."""
+    e = FAST_EXPONENTS
+    return Multipliers(width=s ** e.width, depth=s ** e.depth, resolution=s ** e.resolution)
+
+
 def member_name(phi: float) -> str:
     return f"phi{phi:g}"
 

@@ -21,6 +21,8 @@ def test_compound_family_json_has_measured_ratios_next_to_2_pow_phi(run_cli):
     assert [r["phi"] for r in rows] == list(range(8))
     assert [r["target_ratio"] for r in rows] == [2.0 ** p for p in range(8)]
     assert rows[0]["flops_ratio"] == 1.0 and rows[0]["params"] == 5_288_548
+    assert rows[0]["activations"] == 6_748_036          # pycls's model zoo: 6.7 M for B0
+    assert [r["activations"] for r in rows] == sorted(r["activations"] for r in rows)
     ratios = [r["flops_ratio"] for r in rows]
     assert ratios == sorted(ratios)
     # 1.2 * 1.1^2 * 1.15^2 = 1.92, and rounding moves it further: ratios sit near, not on, 2^phi.
@@ -33,7 +35,7 @@ def test_paper_preset_table_and_csv(run_cli):
     code, out, _ = run_cli("materialize", "--preset", "paper", "--phi", "0,3", "--format", "csv", "--quiet")
     assert code == 0
     lines = out.strip().splitlines()
-    assert lines[0].startswith("name,phi,width,depth,resolution,dropout,params,gflops,flops_ratio")
+    assert lines[0].startswith("name,phi,width,depth,resolution,dropout,params,gflops,activations,flops_ratio")
     assert lines[2].startswith("efficientnet_b0-B3,3.0,1.2,1.4,300,0.3,12233232,")
     code, out, _ = run_cli("materialize", "--preset", "paper", "--phi", "0", "--quiet")
     assert code == 0 and "efficientnet_b0-B0" in out and "5288548" in out

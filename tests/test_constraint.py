@@ -1,12 +1,14 @@
-"""The compound constraint on measured FLOPs: exact fast counting, solved gamma, feasible grid."""
+"""The compound constraint on measured FLOPs (or activations): exact fast counting, solved gamma, feasible grid."""
 
 from __future__ import annotations
 
 import pytest
 
-from nas.flops import count_flops, flops_at
+from nas.config import study_from_dict
+from nas.flops import activations_at, count_flops, flops_at
 from nas.scaling import paper_member, scale
 from nas.search.constraint import ProxyFamily, feasible_grid, flops_cost, grid_points, solve_resolution, target_member
+from nas.search.scale import ScaleJob
 from nas.spec import load_spec
 
 
@@ -62,3 +64,14 @@ def test_proxy_family_folds_its_down_scaling_into_one_rounding(b0):
     assert m.resolution == round(32 * 1.15)
     assert m.width_mult == pytest.approx(0.55) and m.depth_mult == pytest.approx(0.6)
     assert fam.phi0.resolution == 32
+
+
+def test_activations_cost_solves_the_resolution_on_measured_activations(b0):
+    """`search.cost: activations` reaches the constraint: the phi = 1 network doubles B0's activations."""
+    config = study_from_dict({"name": "acts", "space": "efficientnet_b0", "search": {"cost": "activations"}}, "t")
+    cand = solve_resolution(b0, 1.2, 1.1, ScaleJob(config).cost(), 2.0, 0.1)
+    spec1 = target_member(b0, 1.2, 1.1, cand.resolution1)
+    assert (cand.cost0, cand.cost1) == (activations_at(b0, 224), activations_at(spec1, cand.resolution1))
+    assert cand.feasible
+    by_flops = solve_resolution(b0, 1.2, 1.1, flops_cost(3, 1000), 2.0, 0.1)
+    assert cand.resolution1 != by_flops.resolution1      # another cost, another network

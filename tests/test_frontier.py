@@ -21,9 +21,9 @@ import pytest
 from conftest import TINY_STUDY
 from optuna.trial import TrialState
 
-from nas.flops import flops_at
+from nas.flops import activations_at, flops_at
 from nas.search.constraint import ProxyFamily
-from nas.search.frontier import RUN, FrontierJob, match_flops, single_families
+from nas.search.frontier import RUN, FrontierJob, fast_family, match_flops, single_families
 from nas.search.storage import open_storage
 from nas.spec import load_spec, spec_from_dict
 
@@ -67,7 +67,7 @@ def test_table_matches_the_trials_in_storage(done):
         net, seed = t.user_attrs[RUN]
         runs.setdefault(net, []).append(t.user_attrs["acc_mean"])
         assert t.value == t.user_attrs["acc_mean"] and 0 <= seed < SEEDS
-    assert {(r["family"], r["phi"]) for r in rows} == {(f, p) for f in ("searched", "paper", "width", "depth",
+    assert {(r["family"], r["phi"]) for r in rows} == {(f, p) for f in ("searched", "paper", "fast", "width", "depth",
                                                                          "resolution") for p in PHIS}
     for r in rows:
         accs = runs[r["network"]]
@@ -84,8 +84,9 @@ def test_table_matches_the_trials_in_storage(done):
 
 
 def test_baselines_match_the_searched_family_flops(done):
-    """Recount FLOPs here: each single-dimension baseline changes only its dimension and is within the
-    tolerance of the searched member's FLOPs, or (flagged) the nearest network rounding allows."""
+    """Recount FLOPs and activations here: each single-dimension baseline changes only its dimension,
+    fast scaling follows its rule, and each is within the tolerance of the searched member's FLOPs, or
+    (flagged) the nearest network rounding allows."""
     cwd, rows, err = done
     study = _frontier_study(cwd, "tiny")
     specs = {r["network"]: spec_from_dict(study.user_attrs[f"network:{r['network']}"]) for r in rows}
@@ -95,18 +96,25 @@ def test_baselines_match_the_searched_family_flops(done):
 
     searched = {r["phi"]: flops(specs[r["network"]]) for r in rows if r["family"] == "searched"}
     phi0 = specs[rows[0]["network"]]
-    for r in (r for r in rows if r["kind"] == "single"):
+    for r in rows:
+        assert r["activations"] == activations_at(specs[r["network"]], r["resolution"], 1, 10)
+    for r in (r for r in rows if r["kind"] != "compound"):
         ratio = flops(specs[r["network"]]) / searched[r["phi"]]
         assert r["flops_vs_reference"] == pytest.approx(ratio, abs=1e-4)
-        same = {"width": ["depth", "resolution"], "depth": ["width", "resolution"],
-                "resolution": ["width", "depth"]}[r["family"]]
-        assert all(r[d] == (phi0.resolution if d == "resolution" else 1.0) for d in same)
+        if r["family"] == "fast":    # width m^0.4, depth m^0.1, resolution m^0.05 of one factor m
+            m = r["width"] ** 2.5
+            assert r["depth"] == pytest.approx(m ** 0.1, abs=1e-3)          # the table rounds to 4 decimals
+            assert r["resolution"] == pytest.approx(phi0.resolution * m ** 0.05, abs=0.51)
+        else:
+            same = {"width": ["depth", "resolution"], "depth": ["width", "resolution"],
+                    "resolution": ["width", "depth"]}[r["family"]]
+            assert all(r[d] == (phi0.resolution if d == "resolution" else 1.0) for d in same)
         if r["matched"]:
             assert abs(ratio - 1) <= 0.1
         else:
             assert f"{r['family']} only at phi {r['phi']:g} comes no closer" in err
-    matched = [r for r in rows if r["kind"] == "single" and r["phi"] > 0 and r["matched"]]
-    assert len(matched) >= 4           # most baselines do match on this proxy
+    matched = [r for r in rows if r["kind"] != "compound" and r["phi"] > 0 and r["matched"]]
+    assert len(matched) >= 5           # most baselines do match on this proxy
 
 
 def test_match_flops_picks_the_nearest_rounded_network():
@@ -116,9 +124,9 @@ def test_match_flops_picks_the_nearest_rounded_network():
         return flops_at(spec, spec.resolution, 1, 10)     # digits: grey images, 10 classes
 
     target = flops(proxy.member(1.2, 1.1, 1.15)) * 1.7
-    for family in single_families():
+    for family in (*single_families(), fast_family()):
         def make(m, d=family.name):
-            return FrontierJob._single(proxy, d, m)
+            return FrontierJob._baseline(proxy, d, m)
         m, spec = match_flops(make, flops, target)
         error = abs(math.log(flops(spec) / target))
         for other in (m * 0.97, m * 1.03):    # within 1 %, or the networks on either side are no closer

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from nas.plots import pareto_points, plot_frontier, plot_grid, plot_history
+from nas.plots import leaders, pareto_points, plot_frontier, plot_grid, plot_history
 
 FAMILIES = [("searched", "compound", "searched (α 1.0, β 1.2, γ 1.14)"),
             ("paper", "compound", "paper (α 1.2, β 1.1, γ 1.15)"),
@@ -74,6 +74,22 @@ def test_frontier_against_latency_leaves_out_points_without_one(tmp_path):
     texts = svg_texts(paths[1])
     assert "latency per image (ms, log scale)" in texts
     assert "depth only" not in texts and "width only" in texts
+
+
+def test_the_fastest_family_at_each_accuracy_is_named(tmp_path):
+    """On latency the front runs (by hand): the shared phi = 0 base, resolution, width, paper and searched
+    at phi 1, then paper and searched at phi 2 (depth has no latency; resolution's phi 2 is dominated)."""
+    table = frontier_table()
+    points = table[table["latency_ms"].notna() & table["acc_mean"].notna()]
+    assert [(f, round(acc, 3)) for f, acc in leaders(points, "latency_ms")] == [
+        (("searched", "paper", "width", "resolution"), 0.6), (("resolution",), 0.61), (("width",), 0.63),
+        (("paper",), 0.64), (("searched",), 0.65), (("paper",), 0.68), (("searched",), 0.7)]
+    # Resolution 0.1 better beyond phi = 0: fastest at every accuracy above the shared base.
+    better = (table["family"] == "resolution") & (table["phi"] > 0)
+    table = table.assign(acc_mean=np.where(better, table["acc_mean"] + 0.1, table["acc_mean"]))
+    texts = " ".join(svg_texts(plot_frontier(table, "latency_ms", tmp_path / "latency", "t")[1]))
+    assert ("Fastest at each accuracy (the Pareto front): every family up to 0.600, then resolution up to "
+            "0.720.") in texts
 
 
 def test_frontier_with_nothing_trained_is_an_error(tmp_path):

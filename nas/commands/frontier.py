@@ -37,21 +37,22 @@ def cmd_frontier(args: argparse.Namespace) -> int:
 
 
 def add_frontier_parser(sub: Any) -> None:
-    p = command(sub, "frontier", cmd_frontier, "proxy-train the searched family against the paper's and "
-                 "single-dimension baselines; table and plots",
+    p = command(sub, "frontier", cmd_frontier, "proxy-train the searched family against the paper's, fast "
+                 "and single-dimension baselines; table and plots",
                  "Proxy-train family members phi = 0..k of the searched coefficients, the paper's (1.2, 1.1, "
-                 "1.15), and width-, depth- and resolution-only scaling at matched FLOPs, several seeds each; every "
+                 "1.15), and fast (Dollár et al.: width s^0.4, depth s^0.1, resolution s^0.05), width-, depth- and "
+                 "resolution-only scaling at matched FLOPs, several seeds each; every "
                  "run is a trial in the study's storage (study <name>-frontier), so an interrupted frontier "
                  "resumes. Writes frontier.csv/.json and PNG + SVG figures. Guide: docs/frontier.md.")
     p.add_argument("study", nargs="+", help=f"coefficient {STUDY_HELP}; several studies with the same proxy add "
                                             f"one line each")
     p.add_argument("--phis", default="0-2", help="family members to train (default 0-2; each step doubles the cost)")
     p.add_argument("--seeds", type=int, default=3, help="proxy runs per member (default 3)")
-    p.add_argument("--families", default="searched,paper,width,depth,resolution",
-                   help="which lines to train (default all five)")
+    p.add_argument("--families", default="searched,paper,fast,width,depth,resolution",
+                   help="which lines to train (default all six)")
     add_coefficients(p, "compare these coefficients on the study's proxy, beside its winner")
     p.add_argument("--tolerance", type=float, default=0.1,
-                   help="single-dimension baselines must match the searched member's FLOPs within this (default "
+                   help="fast and single-dimension baselines must match the searched member's FLOPs within this (default "
                         "0.1); a baseline that rounding keeps further away is trained, plotted at its own FLOPs, "
                         "and flagged")
     p.add_argument("--no-latency", action="store_true", help="skip measuring latency (no accuracy-vs-latency figure)")

@@ -35,7 +35,7 @@ def cmd_materialize(args: argparse.Namespace) -> int:
 def add_parser(sub: Any) -> None:
     p = command(sub, "materialize", cmd_materialize, "build a family from coefficients or the paper's table",
                  "Build family members phi = 0..7 (or any phi) from scaling coefficients or the paper's B0..B7 "
-                 "table; print params, measured FLOPs and the FLOPs ratio to the base next to 2^phi.", quiet=True)
+                 "table; print params, measured FLOPs and activations, and the FLOPs ratio to the base next to 2^phi.", quiet=True)
     p.add_argument("--preset", choices=("paper",), help="the paper's per-model table B0..B7")
     add_coefficients(p)
     p.add_argument("--phi", default="0-7", help="members: a range 0-7, a list 0,0.5,1 or one value (default 0-7)")
