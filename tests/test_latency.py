@@ -9,6 +9,7 @@ changes from one measurement to the next by more than any margin a test could al
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import statistics
@@ -22,7 +23,21 @@ import torch
 from nas.builder import build_model
 from nas.config import LatencySettings
 from nas.errors import NasError
-from nas.latency import LatencyTable, build_table, evaluate_table, measure_module, measure_spec, pieces, sample_networks
+from nas.latency import (
+    Calibration,
+    Latency,
+    LatencyTable,
+    Piece,
+    build_calibrated_table,
+    build_table,
+    evaluate_table,
+    fit_calibration,
+    measure_module,
+    measure_spec,
+    measurement_conditions,
+    pieces,
+    sample_networks,
+)
 from nas.scaling import scale
 
 FAST = LatencySettings(batch_size=2, warmup=1, repeats=5, threads=1)
@@ -137,6 +152,46 @@ def test_table_prediction_tracks_measurement_and_ranks_networks(b0, cpu_clock):
     assert "Spearman rho" in accuracy.summary()
 
 
+def test_calibration_fit_recovers_scale_and_per_piece_overhead():
+    sums, counts = [2.0, 5.0, 9.0, 14.0], [10, 18, 12, 30]
+    fit = fit_calibration(sums, counts, [1.15 * s + 0.04 * n for s, n in zip(sums, counts)])
+    assert (fit.scale, fit.per_piece_ms, fit.networks) == (pytest.approx(1.15), pytest.approx(0.04), 4)
+    assert fit.apply(10.0, 20) == pytest.approx(12.3) and Calibration().apply(10.0, 20) == 10.0
+    # Networks that seem to gain from more pieces: no negative overhead, the scale alone.
+    fit = fit_calibration(sums, counts, [1.2 * s - 0.02 * n for s, n in zip(sums, counts)])
+    assert fit.per_piece_ms == 0.0 and 1.0 < fit.scale < 1.2
+
+
+def test_table_interpolates_between_timed_sides_but_never_extrapolates():
+    block = Piece("mbconv", 16, 16, 8, "silu", kernel=3, expand=4)
+    table = LatencyTable(FAST, {}, "", {dataclasses.replace(block, resolution=r): Latency(ms, ms, ms, 2, "cpu")
+                                        for r, ms in ((8, 1.0), (16, 3.0), (40, 9.0))})
+    # In area: 12 px is (144 - 64) / (256 - 64) of the way from 8 px to 16 px.
+    assert table.piece_ms(dataclasses.replace(block, resolution=12)) == pytest.approx(1.0 + 2.0 * 80 / 192)
+    assert table.piece_ms(dataclasses.replace(block, resolution=16)) == 3.0
+    for side in (4, 20, 48):   # below, between rungs more than 2x apart, above
+        assert table.piece_ms(dataclasses.replace(block, resolution=side)) is None
+    assert table.piece_ms(dataclasses.replace(block, resolution=12, kernel=5)) is None   # another piece
+
+
+def test_calibration_lowers_the_error_on_networks_the_table_never_saw(b0, cpu_clock):
+    # At 32 px a network's latency is mostly per-call overhead, which pieces timed alone over-count: the raw
+    # sums are far off, and a calibration fitted on other networks brings held-out ones much closer.
+    build, calibration, held_out = (sample_networks(b0, n, seed, 32) for n, seed in ((3, 0), (4, 1), (4, 2)))
+    table, accuracy = build_calibrated_table(build, calibration, held_out, FAST, {"resolution": 32}, 32)
+    assert table.calibration.networks == 4 and table.held_out == accuracy.to_dict()
+    assert accuracy.mean_abs_error_pct < accuracy.raw_mean_abs_error_pct or accuracy.mean_abs_error_pct < 10, \
+        accuracy.rows.to_string()
+    # The held-out networks' own pieces were timed on a copy: the table holds the build and calibration pieces.
+    assert set(table.entries) == {p for spec in build + calibration for p in pieces(spec, 32)}
+    rows = accuracy.rows
+    assert list(rows["predicted_ms"]) == pytest.approx(
+        [table.calibration.apply(s, len(pieces(spec, 32))) for s, spec in zip(rows["sum_ms"], held_out)], abs=2e-3)
+    assert accuracy.p90_abs_error_pct <= accuracy.max_abs_error_pct
+    error = (rows["predicted_ms"] - rows["median_ms"]).abs() / rows["median_ms"]
+    assert accuracy.within_10_pct == pytest.approx(100 * (error <= 0.1).mean())
+
+
 def test_sample_networks_are_seeded_and_varied(b0):
     a, b = sample_networks(b0, 6, seed=3), sample_networks(b0, 6, seed=3)
     assert a == b and a != sample_networks(b0, 6, seed=4)
@@ -152,6 +207,9 @@ def test_sample_networks_are_seeded_and_varied(b0):
     ({"threads": 0}, "'threads' is 0"),
     ({"runtime": "tensorrt"}, "'runtime' is 'tensorrt': must be one of torch, onnxruntime"),
     ({"runtime": "onnxruntime", "device": "cuda"}, "use --device cpu"),
+    ({"runtime": "onnxruntime", "precision": "bf16"}, "timed in fp32 on the CPU"),
+    ({"precision": "fp16"}, "'precision' is 'fp16': must be one of fp32, bf16"),
+    ({"cuda_graph": True}, "a CUDA graph replays CUDA kernels, and device cpu has none: use --device cuda"),
 ])
 def test_bad_settings_are_one_nas_error(changes, match):
     with pytest.raises(NasError, match=match):
@@ -175,6 +233,12 @@ def _one_line_error(code: int, out: str, err: str, match: str) -> None:
     (["--runtime", "tensorrt"], "invalid choice"),
     (["table", "build", "--samples", "2", "--out", "t.json"], "at least 3 networks"),
     (["table", "eval", "--table", "missing.json"], "missing.json does not exist"),
+    (["table", "build", "--calibration", "2", "--out", "t.json"], "calibrating a latency table needs at least 3"),
+    (["table", "build", "--batch-size", "1,256", "--out", "t.json"], "a latency table is measured at one batch size"),
+    (["--batch-size", "1,x"], "--batch-size 1,x: give a whole number, or a list such as 1,256"),
+    (["--batch-size", "1,0"], "--batch-size 0: must be an integer in 1.."),
+    (["--cuda-graph"], "device cpu has none: use --device cuda, or drop --cuda-graph"),
+    (["--precision", "fp16"], "invalid choice"),
 ])
 def test_cli_bad_input_is_one_line_and_exit_2(run_cli, tmp_path, monkeypatch, args, match):
     monkeypatch.chdir(tmp_path)
@@ -184,6 +248,29 @@ def test_cli_bad_input_is_one_line_and_exit_2(run_cli, tmp_path, monkeypatch, ar
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present")
 def test_cli_cuda_without_gpu(run_cli):
     _one_line_error(*run_cli("latency", "--device", "cuda", "--width", "0.25", *FAST_CLI), "sees no CUDA GPU")
+    _one_line_error(*run_cli("latency", "--device", "cuda", "--cuda-graph", "--precision", "bf16", "--width", "0.25",
+                             *FAST_CLI), "sees no CUDA GPU")
+
+
+def test_bf16_is_timed_with_bf16_weights_and_recorded(monkeypatch, small):
+    """bf16 casts the model and its input (as served); the conditions say so, and fp32 ones stay as they were."""
+    import nas.latency
+
+    seen = []
+    monkeypatch.setattr(nas.latency, "_times_ms", lambda run, settings, device: seen.append(run) or [1.0, 2.0, 3.0])
+    bf16 = LatencySettings(batch_size=1, warmup=0, repeats=3, threads=1, precision="bf16")
+    assert measure_module(build_model(small), (3, 32, 32), bf16).median_ms == 2.0
+    assert seen[0].args[0].dtype == torch.bfloat16 and next(seen[0].func.parameters()).dtype == torch.bfloat16
+    assert measurement_conditions(bf16)["precision"] == "bf16"
+    assert "precision" not in measurement_conditions(FAST) and "cuda_graph" not in measurement_conditions(FAST)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_graph_and_bf16_on_a_gpu(small):
+    settings = LatencySettings(device="cuda", batch_size=8, warmup=2, repeats=5, precision="bf16", cuda_graph=True)
+    lat = measure_spec(small, settings, 64)
+    assert 0 < lat.p10_ms <= lat.median_ms <= lat.p90_ms and lat.device.startswith("cuda")
+    assert measurement_conditions(settings)["cuda_graph"] is True
 
 
 @pytest.mark.parametrize("text, match", [
@@ -212,19 +299,20 @@ def test_cli_table_from_other_hardware_or_settings_is_refused(run_cli, table, tm
 
 def test_cli_measures_one_network_and_a_family(run_cli):
     code, out, err = run_cli("latency", "--width", "0.25", "--depth", "0.5", "--resolution", "32", *FAST_CLI,
-                             "--batch-size", "2", "--format", "json")
+                             "--batch-size", "2,8", "--format", "json")
     assert code == 0 and err == ""
-    (row,) = json.loads(out)
-    assert row["name"] == "efficientnet_b0-w0.25-d0.5" and row["resolution"] == 32
+    row, row8 = json.loads(out)          # one row per batch size
+    assert row["name"] == row8["name"] == "efficientnet_b0-w0.25-d0.5" and row["resolution"] == 32
     assert row["p10_ms"] <= row["median_ms"] <= row["p90_ms"]
     assert (row["device"], row["threads"], row["batch"], row["runtime"]) == ("cpu", 1, 2, "torch")
+    assert (row["precision"], row["cuda_graph"], row8["batch"]) == ("fp32", False, 8)
     assert row["params"] > 0 and row["gflops"] > 0 and row["spread"] >= 0
     # The paper's resolutions keep their ratio to B0's 224 px on a 32 px base: 32, 240/7 -> 34.
     code, out, _ = run_cli("latency", "--preset", "paper", "--phi", "0-1", "--resolution", "32", *FAST_CLI,
                            "--format", "csv")
     lines = out.strip().splitlines()
     assert code == 0 and lines[0] == ("name,resolution,params,gflops,median_ms,p10_ms,p90_ms,spread,device,"
-                                      "threads,batch,runtime")
+                                      "threads,batch,runtime,precision,cuda_graph")
     assert [line.split(",")[:2] for line in lines[1:]] == [["efficientnet_b0-B0", "32"], ["efficientnet_b0-B1", "34"]]
 
 
@@ -232,13 +320,17 @@ def test_cli_table_build_then_eval(run_cli, tmp_path):
     path = tmp_path / "t.json"
     # An option before the subcommand (--threads) holds, as one after it does.
     code, out, err = run_cli("latency", "--threads", "1", "table", "build", "--samples", "3", "--resolution", "32",
-                             "--warmup", "1", "--repeats", "5", "--out", path)
+                             "--calibration", "3", "--held-out", "4", "--warmup", "1", "--repeats", "5", "--out", path)
     assert code == 0 and "wrote" in err and "timing" in err
     lines = out.strip().splitlines()
-    assert "predicted_ms" in lines[0] and len(lines) == 5 and "Spearman rho" in lines[-1]
+    assert "predicted_ms" in lines[0] and len(lines) == 6 and "Spearman rho" in lines[-1]
     table = LatencyTable.load(path)
     assert table.conditions["threads"] == 1 and table.built_from["resolution"] == 32 and table.entries
-    code, out, _ = run_cli("latency", "table", "eval", "--table", path, "--samples", "3", "--quiet", "--format", "json")
+    # The file carries its calibration and its error on the 4 held-out networks, shown whenever it is used.
+    assert table.calibration.networks == 3 and table.held_out["networks"] == 4
+    code, out, err = run_cli("latency", "table", "eval", "--table", path, "--samples", "3", "--quiet",
+                             "--format", "json")
+    assert err.strip() == table.describe(path) and "error on 4 held-out networks" in err    # as stored
     report = json.loads(out)
     summary, networks = report["summary"], report["networks"]
     assert code == 0 and summary["networks"] == len(networks) == 3

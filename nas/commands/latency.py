@@ -8,10 +8,11 @@ import sys
 from typing import Any, get_args
 
 from nas.commands import SPACE_HELP, Parser, add_coefficients, progress_of
-from nas.config import LatencySettings, Runtime
+from nas.config import LatencySettings, Precision, Runtime
 from nas.console import FORMATS, print_table
+from nas.errors import NasError
 
-_LATENCY_FIELDS = ("device", "batch_size", "warmup", "repeats", "threads", "runtime")
+_LATENCY_FIELDS = ("device", "warmup", "repeats", "threads", "runtime", "precision", "cuda_graph")
 
 
 def _latency_options(p: argparse.ArgumentParser, inherited: bool) -> None:
@@ -23,30 +24,64 @@ def _latency_options(p: argparse.ArgumentParser, inherited: bool) -> None:
     p.add_argument("--resolution", type=int, default=default(None),
                    help="resolution of the base (phi = 0) network (default: the space's)")
     p.add_argument("--device", default=default(None), help=f"cpu, cuda or cuda:N (default {d.device})")
-    p.add_argument("--batch-size", type=int, default=default(None), help=f"images per run (default {d.batch_size})")
+    p.add_argument("--batch-size", default=default(None),
+                   help=f"images per run (default {d.batch_size}); nas latency also takes a list, such as 1,256 "
+                        f"(one row per batch size)")
     p.add_argument("--threads", type=int, default=default(None), help="CPU threads (default: all cores)")
     p.add_argument("--warmup", type=int, default=default(None), help=f"untimed runs first (default {d.warmup})")
     p.add_argument("--repeats", type=int, default=default(None), help=f"timed runs, >= 3 (default {d.repeats})")
     p.add_argument("--runtime", choices=get_args(Runtime), default=default(None),
                    help=f"eager PyTorch or an ONNX Runtime CPU session, if installed (default {d.runtime})")
+    p.add_argument("--precision", choices=get_args(Precision), default=default(None),
+                   help=f"weights and activations as served: fp32, or bf16 (the model cast to bfloat16; "
+                        f"default {d.precision})")
+    p.add_argument("--cuda-graph", action="store_true", default=default(None),
+                   help="time replays of the forward captured as a CUDA graph (CUDA only)")
     p.add_argument("--quiet", action="store_true", default=default(False), help="no progress on stderr")
     p.add_argument("--format", choices=FORMATS, default=default("table"),
                    help="table for people, json or csv for scripts (stdout alone)")
 
 
+def _batch_sizes(args: argparse.Namespace) -> list[int]:
+    """--batch-size as given: one whole number, or a comma-separated list of them."""
+    text = getattr(args, "batch_size", None)
+    if text is None:
+        return [LatencySettings.batch_size]
+    try:
+        return [int(b) for b in str(text).split(",")]
+    except ValueError:
+        raise NasError(f"--batch-size {text}: give a whole number, or a list such as 1,256") from None
+
+
 def _latency_given(args: argparse.Namespace) -> dict[str, Any]:
-    return {k: getattr(args, k) for k in _LATENCY_FIELDS if getattr(args, k) is not None}
+    """The settings given on the command line, all but the batch size (_batch_sizes)."""
+    return {k: getattr(args, k) for k in _LATENCY_FIELDS if getattr(args, k, None) is not None}
+
+
+def _table_given(args: argparse.Namespace) -> dict[str, Any]:
+    """The settings given on the command line for a table, which is measured at one batch size."""
+    given = _latency_given(args)
+    if getattr(args, "batch_size", None) is not None:
+        given["batch_size"], *more = _batch_sizes(args)
+        if more:
+            raise NasError(f"--batch-size {args.batch_size}: a latency table is measured at one batch size: give "
+                           f"one, and build a table per batch size")
+    return given
 
 
 def cmd_latency(args: argparse.Namespace) -> int:
+    import pandas as pd
+
     from nas.family import networks_from_flags
     from nas.latency import measure_networks
 
     members = networks_from_flags(args.space, args.resolution, width=args.width, depth=args.depth,
                                   preset=args.preset, alpha=args.alpha, beta=args.beta, gamma=args.gamma,
                                   phi=args.phi)
-    print_table(measure_networks([s for _, s in members], LatencySettings(**_latency_given(args)),
-                                 progress=progress_of(args)), args.format)
+    settings = [LatencySettings(**_latency_given(args), batch_size=b)       # all checked before any timing
+                for b in _batch_sizes(args)]
+    print_table(pd.concat([measure_networks([s for _, s in members], one, progress=progress_of(args))
+                           for one in settings], ignore_index=True), args.format)
     return 0
 
 
@@ -64,16 +99,21 @@ def cmd_latency_table_build(args: argparse.Namespace) -> int:
     from nas.latency import build_and_evaluate
 
     _, accuracy = build_and_evaluate(args.space, args.resolution, args.samples, args.seed,
-                                     LatencySettings(**_latency_given(args)), args.out, progress_of(args))
+                                     LatencySettings(**_table_given(args)), args.out, args.calibration,
+                                     args.held_out, progress_of(args))
     _print_accuracy(accuracy, args.format)
     return 0
 
 
 def cmd_latency_table_eval(args: argparse.Namespace) -> int:
-    from nas.latency import evaluate_saved_table
+    from nas.latency import LatencyTable, evaluate_saved_table
 
-    _print_accuracy(evaluate_saved_table(args.table, args.space, args.resolution, args.samples, args.seed,
-                                         _latency_given(args), progress_of(args)), args.format)
+    table = LatencyTable.load(args.table)
+    stored = table.describe(args.table)       # shown once the settings are known to match (no error line first)
+    accuracy = evaluate_saved_table(table, args.space, args.resolution, args.samples, args.seed, _table_given(args),
+                                    progress_of(args))
+    print(stored, file=sys.stderr, flush=True)
+    _print_accuracy(accuracy, args.format)
     return 0
 
 
@@ -100,16 +140,23 @@ def add_parser(sub: Any) -> None:
     actions = table.add_subparsers(dest="table_action", required=True, parser_class=Parser)
     for name, func, help, description, seed, seed_help, file, file_help in (
             ("build", cmd_latency_table_build, "time every block of a seeded sample of networks once; write the "
-             "table", "Time each distinct stem, block and head of --samples seeded networks once, write the table, "
-             "then report prediction against measurement on a held-out sample (seed + 1).", 0,
+             "table", "Time each distinct stem, block and head of --samples seeded networks once (seed S), "
+             "calibrate the sums on --calibration networks timed whole (seed S + 1), report prediction against "
+             "measurement on --held-out networks used for neither (seed S + 2), and write the table with that "
+             "error.", 0,
              "seed of the build sample (default 0)", "--out", "the table's JSON file"),
             ("eval", cmd_latency_table_eval, "prediction error and rank correlation of a table on sample networks",
              "Measure --samples seeded networks whole and compare with the table's prediction; pieces the table "
              "lacks are timed first (new_pieces). Space, resolution and measurement settings default to the "
              "table's; a setting that differs from the table's is an error.", None,
-             "seed of the sample (default: the table's build seed + 1)", "--table",
+             "seed of the sample (default: the table's held-out seed, build seed + 2)", "--table",
              "a table written by nas latency table build")):
         q = _latency_command(actions, name, func, help, description, inherited=True)
         q.add_argument(file, required=True, help=file_help)
-        q.add_argument("--samples", type=int, default=8, help="networks to evaluate on (default 8)")
+        q.add_argument("--samples", type=int, default=8, help="networks to build the table from (build) or to "
+                       "evaluate on (eval; default 8)")
         q.add_argument("--seed", type=int, default=seed, help=seed_help)
+        if name == "build":
+            q.add_argument("--calibration", type=int, default=12,
+                           help="networks timed whole to calibrate the table on (default 12)")
+            q.add_argument("--held-out", type=int, help="networks to evaluate on (default: --samples)")

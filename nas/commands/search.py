@@ -9,13 +9,13 @@ from pathlib import Path
 from typing import Any
 
 from nas.commands import STUDY_HELP, Parser, add_run_options, command, run_job
-from nas.console import print_table
+from nas.console import print_table, stderr_progress
 from nas.errors import NasError
 
 
 def cmd_scale_run(args: argparse.Namespace) -> int:
     from nas.config import load_study
-    from nas.family import exact_cost_family, family_table, parse_phis, worst_deviation
+    from nas.family import exact_cost_family, family_table, parse_phis, with_measured_latency, worst_deviation
     from nas.search.results import state_counts, trials_table, verdict
     from nas.search.scale import ScaleJob
     from nas.spec import load_spec
@@ -38,10 +38,14 @@ def cmd_scale_run(args: argparse.Namespace) -> int:
     winners = table[table["rank"].notna()].sort_values("rank").head(args.top)
     if cfg.search.racing:
         print(f"racing: {ScaleJob(cfg).race(study)[0].reason}", file=sys.stderr)
+    timed = cfg.search.cost == "latency"
     print(f"materializing the family of the best coefficients: phi {args.phi}, each member's resolution solved on "
-          f"its measured FLOPs", file=sys.stderr, flush=True)
+          f"its measured FLOPs{f', its latency measured on {cfg.search.latency.device}' if timed else ''}",
+          file=sys.stderr, flush=True)
     members, nominal = exact_cost_family(load_spec(cfg.space), alpha, beta, gamma, phis, cfg.search.target)
     family = family_table(members, target=cfg.search.target, nominal_resolutions=nominal)
+    if timed:
+        family = with_measured_latency(family, members, cfg.search.latency, stderr_progress)
     drift = worst_deviation(family, cfg.search.target)
     if args.format == "json":
         print(json.dumps({"study": cfg.name, "best": {"alpha": alpha, "beta": beta, "gamma": gamma},

@@ -1,0 +1,143 @@
+"""A latency search's table (search.predictor: table): built once for the device, reused, rebuilt when stale,
+not trusted when its held-out error is too large, and a user's table that is missing, damaged or foreign is
+one line and exit 2. The base network is B0 shrunk to 32 px so that a whole search table takes a second or two.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+
+import nas.search.constraint
+from nas.config import load_study
+from nas.errors import NasError
+from nas.latency import build_table, sample_networks
+from nas.search import predictor
+from nas.search.constraint import feasible_grid
+from nas.search.predictor import search_table
+from nas.search.scale import ScaleJob
+from nas.spec import save_spec
+
+STUDY = """\
+name: {name}
+space: {space}
+proxy: {{dataset: digits, per_class: 20, resolution: 20, width: 1.0, depth: 1.0, stem_stride: 1,
+        train: {{epochs: 1, batch_size: 32, threads: 1}}}}
+search: {{sampler: grid, alpha: [1.0, 1.3], beta: [1.0, 1.1], step: 0.1, tolerance: 0.15, family_phis: 1,
+         cost: latency, predictor: table, latency: {{threads: 1, warmup: 1, repeats: {repeats}}}{extra}}}
+pruner: {{type: none}}
+"""
+
+
+@pytest.fixture
+def study(tmp_path, monkeypatch, b0):
+    """Write a latency study on a 32 px B0 (runs/ lands in tmp_path); calibrate and check on 4 networks each."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(predictor, "CALIBRATION_NETWORKS", 4)
+    monkeypatch.setattr(predictor, "HELD_OUT_NETWORKS", 4)
+    stages = tuple(dataclasses.replace(st, channels=max(8, st.channels // 4), repeats=1) for st in b0.stages)
+    tiny = b0.replace(name="b0-tiny", stages=stages, stem_channels=8, head_channels=64, resolution=32)
+    space = save_spec(tiny, tmp_path / "b0_tiny.yaml")
+
+    def write(name: str = "lat", repeats: int = 5, extra: str = "") -> str:
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(STUDY.format(name=name, space=space, repeats=repeats, extra=extra))
+        return str(path)
+    return write
+
+
+def _held_out(path, **figures) -> None:
+    """Overwrite the table's stored held-out error (what decides whether a search trusts it)."""
+    d = json.loads(path.read_text())
+    d["held_out"].update(figures)
+    path.write_text(json.dumps(d))
+
+
+def test_the_runs_table_is_built_reused_and_rebuilt_when_measured_otherwise(study, tmp_path):
+    lines: list[str] = []
+    search_table(load_study(study()), lines.append)
+    path = Path("runs/lat/latency_table.json")        # relative to tmp_path, where the study runs
+    assert any("does not exist: building one for this device" in line for line in lines), lines
+    assert any(line.startswith(f"latency table {path}: ") and "held-out networks" in line for line in lines)
+    built = path.stat().st_mtime_ns
+
+    lines.clear()
+    search_table(load_study(study()), lines.append)
+    assert not any("building" in line for line in lines) and path.stat().st_mtime_ns == built
+
+    lines.clear()
+    search_table(load_study(study(repeats=6)), lines.append)       # other settings: stale, rebuilt
+    assert any("was measured with repeats 5, not 6: building one" in line for line in lines), lines
+    assert json.loads(path.read_text())["settings"]["repeats"] == 6
+
+
+def test_an_inaccurate_table_falls_back_to_measuring_in_one_line(study, tmp_path, monkeypatch):
+    cfg = load_study(study())
+    search_table(cfg)
+    path = Path("runs/lat/latency_table.json")        # relative to tmp_path, where the study runs
+    _held_out(path, p90_abs_error_pct=55.0, spearman=0.99)
+    lines: list[str] = []
+    assert search_table(cfg, lines.append) is None
+    fallback = [line for line in lines if "too inaccurate" in line]
+    assert len(fallback) == 1 and "held-out p90 error 55.0 %" in fallback[0] and "measuring every candidate" in \
+        fallback[0]
+    _held_out(path, p90_abs_error_pct=1.0, spearman=0.5)           # ranks badly: not trusted either
+    assert search_table(cfg) is None
+    _held_out(path, p90_abs_error_pct=1.0, spearman=0.99)
+    table = search_table(cfg)
+    assert table is not None
+
+    # Trusted, the grid's constraint checks predict every candidate: nothing is measured whole.
+    def measured(*args, **kwargs):
+        raise AssertionError("a candidate was measured")
+    monkeypatch.setattr(nas.search.constraint, "measure_spec", measured)
+    s, job = cfg.search, ScaleJob(cfg)
+    feasible, examined = feasible_grid(job.target_base(), s.alpha, s.beta, s.step, job.cost(), s.target,
+                                       s.tolerance)
+    assert examined == 8 and all(c.feasible for c in feasible)
+
+
+def test_predictor_table_needs_a_latency_cost(study):
+    path = Path(study())
+    path.write_text(path.read_text().replace("cost: latency, ", ""))
+    with pytest.raises(NasError, match="'search.predictor' is 'table': must be measure unless search.cost is latency"):
+        load_study(path)
+
+
+# ------------------------------------------------------------------------- a user's table: bad input
+
+def _one_line_exit_2(code: int, out: str, err: str, match: str) -> None:
+    assert code == 2 and out == "" and "Traceback" not in err, err
+    assert len(err.strip().splitlines()) == 1 and match in err, err
+
+
+def test_a_missing_or_damaged_table_named_by_the_study_is_one_line(run_cli, study, tmp_path):
+    _one_line_exit_2(*run_cli("scale", "run", study(extra=", latency_table: mine.json")),
+                     "latency table mine.json does not exist: build one with nas latency table build")
+    (tmp_path / "mine.json").write_text('{"format": "effnas-latency-table/1", "entr')
+    _one_line_exit_2(*run_cli("scale", "run", study(extra=", latency_table: mine.json")),
+                     "mine.json: not a readable JSON latency table")
+
+
+def test_a_table_for_another_device_named_by_the_study_is_one_line(run_cli, study, tmp_path, b0):
+    cfg = load_study(study())
+    table = build_table(sample_networks(b0, 1, 0, 16), cfg.search.latency)
+    table.conditions["hardware"] = "Some Other CPU"
+    table.save(tmp_path / "other.json")
+    _one_line_exit_2(*run_cli("scale", "run", study(extra=", latency_table: other.json")),
+                     "measured with hardware Some Other CPU")
+
+
+@pytest.mark.slow
+def test_a_latency_search_with_a_table_runs_and_times_its_family(run_cli, study):
+    """End to end (about 20 s): the table is built in the run, its held-out error shown, and the family the
+    search hands over is measured for real."""
+    code, out, err = run_cli("scale", "run", study(), "--phi", "0-1", "--format", "json")
+    assert code == 0, err
+    assert "does not exist: building one for this device" in err and "error on 4 held-out networks" in err
+    family = json.loads(out)["family"]
+    assert [m["phi"] for m in family] == [0, 1] and family[0]["latency_ratio"] == 1.0
+    assert all(m["latency_ms"] > 0 for m in family)
