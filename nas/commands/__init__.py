@@ -41,6 +41,8 @@ def add_run_options(p: argparse.ArgumentParser,
     p.add_argument("--workers", type=int, default=1,
                    help="worker processes on this machine (default 1; at most its cores, or GPUs on CUDA)")
     p.add_argument("--force-workers", action="store_true", help="allow more workers than cores or GPUs")
+    p.add_argument("--gpus", help="GPU ids to train on, e.g. 0,2: worker i takes the (i mod n)-th (default: every "
+                                  "visible GPU when the study trains on CUDA)")
     p.add_argument("--storage", help=f"storage URL (default: {storage_default})")
 
 
@@ -56,9 +58,11 @@ def progress_of(args: argparse.Namespace):
 
 def run_job(job: Any, args: argparse.Namespace, command: str) -> Any:
     """Run or resume a search job with --workers/--storage; None when interrupted (Ctrl-C)."""
+    from nas.device import parse_gpus
     from nas.search.runner import run_search
     try:
-        return run_search(job, workers=args.workers, storage_url=args.storage, force_workers=args.force_workers)
+        return run_search(job, workers=args.workers, storage_url=args.storage, force_workers=args.force_workers,
+                          gpus=None if args.gpus is None else parse_gpus(args.gpus))
     except KeyboardInterrupt:
         from nas.search.storage import masked
         print(f"nas {command}: interrupted; finished trials are kept in {masked(job.config.storage_url(args.storage))} "

@@ -6,6 +6,7 @@ Protocol, shared by every kind of search (a `SearchJob`):
   Optuna pops a WAITING trial atomically, so each enqueued point runs once however many workers ask.
 - Each worker loops: fail trials whose heartbeat went silent (their copies are re-enqueued), stop when
   `job.done`, wait while only other workers' trials are running, else run one trial.
+- On CUDA, worker i trains on GPU i mod n of the chosen GPUs (`nas.device.worker_device`).
 - Ctrl-C or kill -9 loses no finished trial: they are in storage. A trial interrupted by Ctrl-C is
   recorded as failed without a reason and re-enqueued by `prepare` on the next run; one left RUNNING by
   a killed worker is failed after the heartbeat grace period and retried.
@@ -13,6 +14,8 @@ Protocol, shared by every kind of search (a `SearchJob`):
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import multiprocessing
 import sys
 import threading
@@ -34,9 +37,14 @@ MAX_FAILURES_IN_A_ROW = 3
 
 class SearchJob(Protocol):
     config: StudyConfig
-    study_name: str              # the Optuna study in the config's storage (a frontier sits beside its search)
-    needs_queue: bool            # work comes only from enqueued trials (a grid): stop when the queue is done
-    directions: list[str]        # one per objective value
+
+    # Read-only: jobs give these as class attributes or properties.
+    @property
+    def study_name(self) -> str: ...        # the Optuna study in the config's storage (a frontier beside its search)
+    @property
+    def needs_queue(self) -> bool: ...      # work comes only from enqueued trials (a grid): stop when they are done
+    @property
+    def directions(self) -> list[str]: ...  # one per objective value
 
     def create_sampler(self, worker: int) -> optuna.samplers.BaseSampler: ...
     def create_pruner(self) -> optuna.pruners.BasePruner: ...
@@ -145,10 +153,11 @@ def check_built_from(study: optuna.Study, now: dict[str, str], cfg: StudyConfig)
                        f"restore the old version, or give the study a new name (field 'name') to start a new one")
 
 
-def worker_loop(job: SearchJob, storage_url: str, worker: int,
-                progress: Callable[[str], None]) -> None:
-    """Take trials until the job is done; a database that can no longer be written ends it with one line
-    (Optuna's heartbeat thread, which meets it too, is kept from printing its own traceback)."""
+def worker_loop(job: SearchJob, storage_url: str, worker: int, progress: Callable[[str], None],
+                device: str) -> None:
+    """Take trials until the job is done, training on `device` (`worker_device`: this worker's GPU, or the
+    study's device); a database that can no longer be written ends it with one line (Optuna's heartbeat thread,
+    which meets it too, is kept from printing its own traceback)."""
     default_hook = threading.excepthook
 
     def quiet_storage_threads(args: Any) -> None:
@@ -157,7 +166,7 @@ def worker_loop(job: SearchJob, storage_url: str, worker: int,
 
     threading.excepthook = quiet_storage_threads
     try:
-        _take_trials(job, storage_url, worker, progress)
+        _take_trials(job, storage_url, worker, progress, device)
     except Exception as e:
         failure = unwritable_failure(storage_url, e)
         if failure is None:
@@ -167,11 +176,29 @@ def worker_loop(job: SearchJob, storage_url: str, worker: int,
         threading.excepthook = default_hook
 
 
-def _take_trials(job: SearchJob, storage_url: str, worker: int, progress: Callable[[str], None]) -> None:
+def training_on(job: SearchJob, device: str) -> SearchJob:
+    """A copy of `job` whose trials train on `device`. The study is still opened with `job` itself: its
+    fingerprint holds the study file's device, which a worker's GPU does not change."""
+    cfg = job.config
+    if device == cfg.proxy.train.device:
+        return job
+    moved = copy.copy(job)
+    moved.config = dataclasses.replace(cfg, proxy=dataclasses.replace(
+        cfg.proxy, train=dataclasses.replace(cfg.proxy.train, device=device)))
+    return moved
+
+
+def _take_trials(job: SearchJob, storage_url: str, worker: int, progress: Callable[[str], None],
+                 device: str) -> None:
     optuna.logging.set_verbosity(optuna.logging.ERROR)   # each trial reports through `progress`
+    if device.startswith("cuda:"):
+        import torch
+        # What follows the current device (streams, CUDA graphs, a latency device of plain "cuda") stays on
+        # this worker's GPU too.
+        torch.cuda.set_device(device)
     storage = open_storage(storage_url, job.config.heartbeat)
     study = create_or_load(job, storage, storage_url, worker)
-    objective = job.objective()
+    objective = training_on(job, device).objective()
 
     failures_in_a_row = 0
 
@@ -227,9 +254,9 @@ def _take_trials(job: SearchJob, storage_url: str, worker: int, progress: Callab
 BAD_INPUT = 2       # a worker's exit code when it stopped on a NasError (reported once, by the launcher)
 
 
-def _worker_main(job: SearchJob, storage_url: str, worker: int, errors: Any) -> None:
+def _worker_main(job: SearchJob, storage_url: str, worker: int, device: str, errors: Any) -> None:
     try:
-        worker_loop(job, storage_url, worker, _stderr)
+        worker_loop(job, storage_url, worker, _stderr, device)
     except KeyboardInterrupt:
         sys.exit(130)
     except SearchAborted as e:
@@ -244,33 +271,36 @@ def _stderr(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def check_workers(workers: int, device: str, force: bool = False) -> None:
-    """Workers beyond the cores (or, training on CUDA, the GPUs) only slow each other down, and each one
-    holds a copy of the data: refuse them unless forced."""
+def check_workers(workers: int, gpus: Sequence[int], force: bool = False) -> None:
+    """Workers beyond the cores (or, training on CUDA, the GPUs they train on: `gpus`) only slow each other
+    down, and each one holds a copy of the data: refuse them unless forced."""
     if workers < 1:
         raise NasError(f"--workers {workers}: give 1 or more worker processes")
-    from nas.device import default_threads, resolve_device
+    from nas.device import default_threads
 
-    on_gpu = resolve_device(device).type == "cuda"
-    if on_gpu:
-        import torch
-        limit, what = torch.cuda.device_count(), "GPU(s)"
+    if gpus:
+        limit, what, more = len(gpus), f"trains on {len(gpus)} GPU(s)", "name more GPUs with --gpus, "
     else:
-        limit, what = default_threads(), "CPU cores"
+        limit, what, more = default_threads(), f"has {default_threads()} CPU cores", ""
     if workers > limit and not force:
-        raise NasError(f"--workers {workers}: this machine has {limit} {what}, and more workers than that only "
-                       f"slow each other down: give --workers {limit} or fewer, or add --force-workers")
+        raise NasError(f"--workers {workers}: this machine {what}, and more workers than that only slow each "
+                       f"other down: give --workers {limit} or fewer, {more}or add --force-workers")
 
 
 def run_search(job: SearchJob, workers: int = 1, storage_url: str | None = None,
-               progress: Callable[[str], None] = _stderr, force_workers: bool = False) -> optuna.Study:
-    """Create or resume the study, then run `workers` worker processes (in this process when 1).
+               progress: Callable[[str], None] = _stderr, force_workers: bool = False,
+               gpus: Sequence[int] | None = None) -> optuna.Study:
+    """Create or resume the study, then run `workers` worker processes (in this process when 1), worker i on
+    GPU i mod n of `gpus` (default: every visible GPU) when the study trains on CUDA.
 
     Everything a worker would fail on at start (the data source, the storage) is checked here first, so a
     bad input is one line from the launcher, not one traceback per worker."""
+    from nas.device import training_gpus, worker_device
     from nas.search.scoring import proxy_data
 
-    check_workers(workers, job.config.proxy.train.device, force_workers)
+    device = job.config.proxy.train.device
+    gpus = training_gpus(device, gpus)
+    check_workers(workers, gpus, force_workers)
     inputs = built_from(job.config)     # a missing data set or network fails here, before storage is made
     proxy_data(job.config)              # so does a data set that cannot be read or subset
     url = job.config.storage_url(storage_url)
@@ -286,12 +316,12 @@ def run_search(job: SearchJob, workers: int = 1, storage_url: str | None = None,
         progress(f"resuming study '{job.study_name}' ({masked(url)}): {done_before} finished trials kept")
     job.prepare(study, progress)
     if workers == 1:
-        worker_loop(job, url, 0, progress)
+        worker_loop(job, url, 0, progress, worker_device(0, device, gpus))
     else:
         ctx = multiprocessing.get_context("spawn")   # fresh interpreters: no forked torch thread pools
         errors = ctx.SimpleQueue()
-        procs = [ctx.Process(target=_worker_main, args=(job, url, i, errors), name=f"nas-worker-{i}")
-                 for i in range(workers)]
+        procs = [ctx.Process(target=_worker_main, args=(job, url, i, worker_device(i, device, gpus), errors),
+                             name=f"nas-worker-{i}") for i in range(workers)]
         for p in procs:
             p.start()
         try:
