@@ -62,7 +62,8 @@ class StochasticDepth(nn.Module):
         if not self.training or self.p == 0.0:
             return x
         keep = 1.0 - self.p
-        mask = torch.empty((x.shape[0], 1, 1, 1), dtype=x.dtype, device=x.device).bernoulli_(keep)
+        # Shaped like a slice of x, so that under vmap (fused seeds, nas.steps) each seed draws its own mask.
+        mask = torch.empty_like(x[:, :1, :1, :1]).bernoulli_(keep)
         return x * mask.div_(keep)
 
     def extra_repr(self) -> str:

@@ -36,12 +36,16 @@ from nas.validation import (
 Optimizer = Literal["sgd", "adamw", "rmsprop"]
 Schedule = Literal["cosine", "constant"]
 Amp = Literal["auto", "bf16", "off"]
+FuseSeeds = Literal["auto", "on", "off"]
 Runtime = Literal["torch", "onnxruntime"]
+Precision = Literal["fp32", "bf16"]
+Predictor = Literal["measure", "table"]
 Sampler = Literal["grid", "tpe", "gp", "random"]
 ArchSampler = Literal["tpe", "nsga2", "random"]
 Objective = Literal["reward", "pareto"]
 Metric = Literal["accuracy", "flops", "latency"]
-Cost = Literal["flops", "latency"]
+Cost = Literal["flops", "activations", "latency"]
+RewardCost = Literal["flops", "latency"]    # the block-level reward's T is in MFLOPs or ms
 PrunerType = Literal["median", "none"]
 
 RUNS_DIR = Path("runs")
@@ -80,10 +84,16 @@ class TrainConfig:
     channels_last: bool = checked(True, BOOLEAN)
     amp: Amp = checked("auto", one_of(Amp))          # auto: bf16 on CUDA, off on CPU
     compile: bool = checked(False, BOOLEAN)          # torch.compile: minutes of compile on CPU
+    # Capture the training step once as a CUDA graph and replay it (nas.steps); ignored off CUDA.
+    cuda_graphs: bool = checked(True, BOOLEAN)
+    # Train a candidate's seeds as one fused job (nas.steps): auto fuses on CUDA, where it pays.
+    fuse_seeds: FuseSeeds = checked("auto", one_of(FuseSeeds))
     threads: int | None = checked(None, optional(integer(1), "unset for all cores"))
     eval_batch_size: int = checked(512, integer(1))
 
     def __post_init__(self) -> None:
+        if isinstance(self.fuse_seeds, bool):    # YAML reads a bare on / off as true / false
+            object.__setattr__(self, "fuse_seeds", "on" if self.fuse_seeds else "off")
         check_fields(self)
 
 
@@ -98,12 +108,30 @@ class LatencySettings:
     threads: int | None = checked(None, optional(integer(1), "unset for all cores"))
     channels_last: bool = checked(True, BOOLEAN)
     runtime: Runtime = checked("torch", one_of(Runtime))
+    # How the model is served: bf16 weights and activations (the model cast with .to(bfloat16)), and on
+    # CUDA the forward captured once as a CUDA graph and replayed (no per-kernel launch cost on the host).
+    precision: Precision = checked("fp32", one_of(Precision))
+    cuda_graph: bool = checked(False, BOOLEAN)
 
     def __post_init__(self) -> None:
         check_fields(self)
-        if self.runtime == "onnxruntime" and self.device != "cpu":
-            raise NasError(f"runtime onnxruntime is timed on the CPU here, not on {self.device}: "
-                           f"use --device cpu, or --runtime torch on a GPU")
+        if self.runtime == "onnxruntime" and (self.device != "cpu" or self.precision != "fp32" or self.cuda_graph):
+            raise NasError(f"runtime onnxruntime is timed in fp32 on the CPU here, not on {self.device} in "
+                           f"{self.precision}{' with a CUDA graph' if self.cuda_graph else ''}: use --device cpu "
+                           f"--precision fp32 without --cuda-graph, or --runtime torch")
+        if self.cuda_graph and self.device == "cpu":
+            raise no_cuda_graph_on("cpu")
+
+
+def no_cuda_graph_on(device: str) -> NasError:
+    """Captured replay asked of a device without CUDA (cpu, or auto on a machine without a GPU)."""
+    return NasError(f"a CUDA graph replays CUDA kernels, and device {device} has none: use --device cuda, or drop "
+                    f"--cuda-graph (cuda_graph: false)")
+
+
+LATENCY_ADDED = ("precision", "cuda_graph")
+"""LatencySettings fields added after studies and tables were first stored: they count (in a study's
+fingerprint, in measurement conditions) only away from their defaults, so stored figures stay comparable."""
 
 
 def _coefficient_range(v: Any) -> bool:
@@ -139,7 +167,7 @@ class SearchSettings:
     target: float = checked(2.0, number(1, 16, low_open=True, note="2 doubles the cost per phi"))
     # The measured cost ratio must fall within c * (1 +- tolerance).
     tolerance: float = checked(0.1, number(0, 1, low_open=True, high_open=True))
-    cost: Cost = checked("flops", one_of(Cost))        # flops | latency (hardware mode)
+    cost: Cost = checked("flops", one_of(Cost))        # flops | activations | latency (hardware mode)
     alpha: tuple[float, float] = checked((1.0, 2.0), COEFFICIENT_RANGE)
     beta: tuple[float, float] = checked((1.0, 1.5), COEFFICIENT_RANGE)
     step: float = checked(0.1, number(0.001, 1))       # grid step of alpha and beta
@@ -153,9 +181,16 @@ class SearchSettings:
     racing: bool = checked(False, BOOLEAN)
     max_seeds: int = checked(8, integer(1, 50))
     latency: LatencySettings = LatencySettings()
+    # cost: latency: time every candidate (measure), or predict it from a calibrated per-block lookup table
+    # built once for the device (table; the family is still measured). latency_table: the table's file.
+    predictor: Predictor = checked("measure", one_of(Predictor))
+    latency_table: str | None = checked(None, optional(text(allow_empty=False),
+                                                       "unset for runs/<name>/latency_table.json"))
 
     def __post_init__(self) -> None:
         check_fields(self)
+        require(self.predictor == "measure" or self.cost == "latency", "search", "predictor", self.predictor,
+                "measure unless search.cost is latency (a lookup table predicts latency only)")
         if self.racing:
             require(self.sampler == "grid", "search", "racing", self.racing,
                     "false unless search.sampler is grid (a race needs the whole field of candidates)")
@@ -184,7 +219,7 @@ class ArchSettings:
     objective: Objective = checked("reward", one_of(Objective))
     sampler: ArchSampler = checked("tpe", one_of(ArchSampler))   # tpe is multi-objective TPE under pareto
     # The reward's cost: flops (MFLOPs) or latency (ms) of the full-size network.
-    cost: Cost = checked("flops", one_of(Cost))
+    cost: RewardCost = checked("flops", one_of(RewardCost))
     # T, in the cost's unit (EfficientNet-B0's search: 400 MFLOPs).
     target: float = checked(400.0, number(0, low_open=True, note="MFLOPs or ms"))
     w: float = checked(-0.07, number(high=0, note="MnasNet uses -0.07"))   # soft constraint exponent
@@ -265,6 +300,17 @@ class StudyConfig:
                 d["search"].pop(key)
         if self.search.family_phis == SearchSettings.family_phis:
             d["search"].pop("family_phis")
+        for key in ("cuda_graphs", "fuse_seeds"):
+            if getattr(self.proxy.train, key) == getattr(TrainConfig, key):
+                d["proxy"]["train"].pop(key)
+        for key in ("predictor", "latency_table"):
+            if getattr(self.search, key) == getattr(SearchSettings, key):
+                d["search"].pop(key)
+        for section in (d["search"], d["arch"] or {}):
+            if "latency" in section:
+                for key in LATENCY_ADDED:
+                    if section["latency"][key] == getattr(LatencySettings, key):
+                        section["latency"].pop(key)
         return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

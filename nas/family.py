@@ -19,8 +19,9 @@ import pandas as pd
 import torch
 
 from nas.builder import build_model
+from nas.config import LatencySettings
 from nas.errors import NasError
-from nas.flops import flops_at, params_of
+from nas.flops import activations_at, flops_at, params_of
 from nas.scaling import PAPER_TABLE, compound, paper_member, scale
 from nas.spec import MAX_RESOLUTION, NetworkSpec, load_spec, save_spec
 
@@ -247,7 +248,7 @@ def check_family(base: NetworkSpec, alpha: float, beta: float, gamma: float, phi
 def family_table(members: Sequence[tuple[float, NetworkSpec]], reference: NetworkSpec | None = None,
                  progress: Callable[[str], None] | None = None, target: float = 2.0,
                  nominal_resolutions: Sequence[int] | None = None) -> pd.DataFrame:
-    """One row per member with measured params and FLOPs; ratios are to `reference` (default: the
+    """One row per member with measured params, FLOPs and activations; ratios are to `reference` (default: the
     member with the smallest phi, which is phi = 0 in any range that starts there), next to target^phi.
     With `nominal_resolutions` (an exact-cost family) the compound rule's resolution is shown beside the
     solved one."""
@@ -265,7 +266,8 @@ def family_table(members: Sequence[tuple[float, NetworkSpec]], reference: Networ
         row = {
             "name": spec.name, "phi": phi, "width": round(spec.width_mult, 4), "depth": round(spec.depth_mult, 4),
             "resolution": spec.resolution, "dropout": spec.dropout, "params": params_of(spec),
-            "gflops": round(flops / 1e9, 4), "flops_ratio": round(ratio, 4), "target_ratio": round(target ** phi, 4),
+            "gflops": round(flops / 1e9, 4), "activations": activations_at(spec, spec.resolution),
+            "flops_ratio": round(ratio, 4), "target_ratio": round(target ** phi, 4),
             "phi_measured": round(math.log(ratio, target), 3),
         }
         if nominal_resolutions is not None:
@@ -287,6 +289,17 @@ def worst_deviation(table: pd.DataFrame, target: float = 2.0) -> str:
     i = error.idxmax()
     return (f"the family's measured FLOPs stray from {target:g}^phi by at most {error[i]:.0%} "
             f"(phi = {members.loc[i, 'phi']:g}: {ratio[i]:.3g}x where {wanted[i]:.3g}x is asked)")
+
+
+def with_measured_latency(table: pd.DataFrame, members: Sequence[Member], settings: LatencySettings,
+                          progress: Callable[[str], None] | None = None) -> pd.DataFrame:
+    """`table` (family_table's) with each member's latency measured for real: a latency search may have
+    predicted its candidates from a lookup table, but the family it hands over is timed. `latency_ratio` is
+    to the member with the smallest phi, to read against target_ratio."""
+    from nas.latency import measure_networks
+
+    ms = measure_networks([spec for _, spec in members], settings, progress=progress)["median_ms"]
+    return table.assign(latency_ms=ms.values, latency_ratio=(ms / ms[table["phi"].idxmin()]).round(3).values)
 
 
 def write_family(members: Sequence[tuple[float, NetworkSpec]], out_dir: Path, save_models: bool = False,

@@ -6,8 +6,13 @@ One loop, no framework. Speed comes from a few deliberate choices:
 - augmentation (random crop with padding, optional flip) runs on the device, vectorised;
 - channels_last memory format (on 2 CPU cores it is the larger part of the engine's lead over a
   plain NCHW loop; see docs/benchmarks.md);
-- on CUDA: bf16 autocast, a fused optimizer, optional torch.compile, and no host sync inside the
-  step loop (the loss is summed on the device and read once per epoch).
+- on CUDA: bf16 autocast, a fused optimizer, the whole training step captured once as a CUDA graph
+  and replayed (nas.steps), and no host sync inside the step loop (the loss is summed on the device
+  and read once per epoch);
+- the seeds of one candidate trained as one fused job where that pays (CUDA by default; nas.steps);
+- data prepared once per resolution and kept for the next seeds and trials of the process.
+
+Each result says where its wall time went (set-up, training steps, evaluation): `nas bench search`.
 
 Honesty: a NaN or infinite loss ends the run with status "diverged" and the reason, a CUDA
 out-of-memory ends it with status "oom", and the callback can stop a run (status "stopped"); the
@@ -16,13 +21,16 @@ result always says which. Accuracy is measured on the validation split after eve
 
 from __future__ import annotations
 
+import collections
 import contextlib
+import dataclasses
 import math
 import resource
 import time
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
-from typing import Any, cast
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -34,6 +42,7 @@ from nas.config import TrainConfig
 from nas.data import Dataset, augment_batch, iterate_batches, resize_images
 from nas.device import default_threads, resolve_device
 from nas.spec import NetworkSpec
+from nas.steps import CapturedStep, EagerStep, Replicas, make_optimizer, set_lr
 
 # Receives (epoch, validation accuracy); returning True stops the run (how Optuna pruning plugs in).
 EpochCallback = Callable[[int, float], bool]
@@ -59,6 +68,11 @@ class TrainResult:
     peak_memory_mb: float = 0.0
     device: str = "cpu"
     resolution: int = 0
+    # Where the wall time went: data and model set-up, training steps, evaluation (with BN recalibration).
+    setup_seconds: float = 0.0
+    train_seconds: float = 0.0
+    eval_seconds: float = 0.0
+    job_seeds: int = 1                # seeds trained together in this job (fused), sharing these times
 
     @property
     def final_acc(self) -> float:
@@ -86,23 +100,6 @@ class TrainResult:
             "train_img_s": round(self.train_images_per_sec, 1), "wall_s": round(self.wall_time, 1),
             "peak_mem_mb": round(self.peak_memory_mb, 1), "device": self.device, "status": self.status,
         }
-
-
-def _param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """No weight decay on batch-norm parameters and biases (one-dimensional tensors)."""
-    decay = [p for p in model.parameters() if p.ndim > 1]
-    no_decay = [p for p in model.parameters() if p.ndim <= 1]
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-
-
-def make_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
-    groups = _param_groups(model, cfg.weight_decay)
-    fast: dict[str, Any] = {"fused": True} if device.type == "cuda" else {"foreach": True}
-    if cfg.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=True, **fast)
-    if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(groups, lr=cfg.lr, **fast)
-    return torch.optim.RMSprop(groups, lr=cfg.lr, momentum=cfg.momentum, eps=1e-3, foreach=True)
 
 
 def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
@@ -178,46 +175,99 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
     return correct.item() / n, loss_sum.item() / n
 
 
+_PREPARED: collections.OrderedDict[tuple, tuple[Dataset, Dataset]] = collections.OrderedDict()
+PREPARED_KEPT = 2
+"""Resized data sets a process keeps: the seeds and the trials of a worker that train at one resolution
+(a race's extra seeds, a resumed candidate) resize and move the data once."""
+
+
 def prepare_data(data: Dataset, resolution: int, device: torch.device, channels_last: bool) -> Dataset:
-    """Resize once to the candidate's resolution and move everything to the device."""
-    data = data.to(device)
-    x_train, x_val = resize_images(data.x_train, resolution), resize_images(data.x_val, resolution)
+    """Resize once to the candidate's resolution and move everything to the device (kept for reuse)."""
+    key = (id(data), resolution, str(device), channels_last)
+    if key in _PREPARED and _PREPARED[key][0] is data:
+        _PREPARED.move_to_end(key)
+        return _PREPARED[key][1]
+    on_device = data.to(device)
+    x_train, x_val = resize_images(on_device.x_train, resolution), resize_images(on_device.x_val, resolution)
     if channels_last:
         x_train = x_train.contiguous(memory_format=torch.channels_last)
         x_val = x_val.contiguous(memory_format=torch.channels_last)
-    return Dataset(name=data.name, x_train=x_train, y_train=data.y_train, x_val=x_val, y_val=data.y_val,
-                   num_classes=data.num_classes, mean=data.mean, std=data.std)
+    prepared = Dataset(name=data.name, x_train=x_train, y_train=on_device.y_train, x_val=x_val,
+                       y_val=on_device.y_val, num_classes=data.num_classes, mean=data.mean, std=data.std)
+    _PREPARED[key] = (data, prepared)
+    while len(_PREPARED) > PREPARED_KEPT:
+        _PREPARED.popitem(last=False)
+    return prepared
+
+
+def fuses_seeds(cfg: TrainConfig, device: torch.device) -> bool:
+    """Whether the seeds of one candidate train as one fused job: on CUDA by default, where a small job is
+    bound by kernel launches; not on the CPU, where fusing measured slower (docs/benchmarks.md)."""
+    if cfg.compile:
+        return False
+    return cfg.fuse_seeds == "on" or (cfg.fuse_seeds == "auto" and device.type == "cuda")
 
 
 def train(model_or_spec: nn.Module | NetworkSpec, data: Dataset, cfg: TrainConfig = TrainConfig(),
           resolution: int | None = None, callback: EpochCallback | None = None,
           progress: Callable[[str], None] | None = None) -> TrainResult:
     """Train from scratch on `data` at `resolution` (default: the spec's) and validate every epoch."""
+    return _train_together(model_or_spec, data, cfg, [cfg.seed], resolution, callback, progress)[0]
+
+
+def train_seeds(spec: NetworkSpec, data: Dataset, cfg: TrainConfig, seeds: list[int], resolution: int | None = None,
+                callback: EpochCallback | None = None,
+                progress: Callable[[str], None] | None = None) -> list[TrainResult]:
+    """Train `spec` once per seed (each seed replaces cfg.seed: initialisation, data order, augmentation,
+    dropout). Fused into one job when `fuses_seeds`, else one after another. `callback` sees the first
+    seed's accuracy and its stop ends every seed. The list stops at the first seed that did not end "ok"."""
+    if len(seeds) > 1 and fuses_seeds(cfg, resolve_device(cfg.device)):
+        results = _train_together(spec, data, cfg, seeds, resolution, callback, progress)
+    else:
+        results = []
+        for i, seed in enumerate(seeds):
+            results.append(_train_together(spec, data, dataclasses.replace(cfg, seed=seed), [seed], resolution,
+                                           callback if i == 0 else None, progress)[0])
+            if results[-1].status != "ok":
+                break
+    bad = next((i for i, r in enumerate(results) if r.status != "ok"), None)
+    return results if bad is None else results[:bad + 1]
+
+
+def _train_together(model_or_spec: nn.Module | NetworkSpec, data: Dataset, cfg: TrainConfig, seeds: list[int],
+                    resolution: int | None, callback: EpochCallback | None,
+                    progress: Callable[[str], None] | None) -> list[TrainResult]:
+    """One training job of len(seeds) networks: a single network, or fused seeds (nas.steps)."""
+    start = time.perf_counter()
     device = resolve_device(cfg.device)
     threads = CpuThreads(cfg.threads if device.type == "cpu" else 0)
-    torch.manual_seed(cfg.seed)
-    model: nn.Module
-    if isinstance(model_or_spec, NetworkSpec):
-        resolution = resolution or model_or_spec.resolution
-        model = build_model(model_or_spec, num_classes=data.num_classes, in_channels=data.in_channels)
-        if cfg.zero_init:
-            zero_init_last_layers(model)
-    else:
-        model = model_or_spec
-        resolution = resolution or data.resolution
-    result = TrainResult(status="ok", reason="", device=str(device), resolution=resolution)
+    models: list[nn.Module] = []
+    for seed in seeds:
+        torch.manual_seed(seed)
+        if isinstance(model_or_spec, NetworkSpec):
+            model = build_model(model_or_spec, num_classes=data.num_classes, in_channels=data.in_channels)
+            models.append(zero_init_last_layers(model) if cfg.zero_init else model)
+        else:
+            models.append(model_or_spec)
+    resolution = resolution or (model_or_spec.resolution if isinstance(model_or_spec, NetworkSpec)
+                                else data.resolution)
+    if len(seeds) > 1:
+        torch.manual_seed(seeds[0])   # fused seeds' dropout and stochastic depth draw from here
+    results = [TrainResult(status="ok", reason="", device=str(device), resolution=resolution, job_seeds=len(seeds))
+               for _ in seeds]
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    start = time.perf_counter()
     try:
         with threads.registered():
-            _run(model, data, cfg, device, resolution, callback, progress, result, threads)
+            _run(models, seeds, data, cfg, device, resolution, callback, progress, results, threads, start)
     except torch.OutOfMemoryError as e:
-        result.status, result.reason = "oom", f"out of memory on {device}: {str(e).splitlines()[0]}"
+        for r in results:
+            r.status, r.reason = "oom", f"out of memory on {device}: {str(e).splitlines()[0]}"
     finally:
-        result.wall_time = time.perf_counter() - start
-        result.peak_memory_mb = _peak_memory_mb(device)
-    return result
+        wall, peak = time.perf_counter() - start, _peak_memory_mb(device)
+        for r in results:
+            r.wall_time, r.peak_memory_mb = wall, peak
+    return results
 
 
 class CpuThreads:
@@ -244,72 +294,116 @@ class CpuThreads:
             torch.set_num_threads(wanted)
 
 
-def _run(model: nn.Module, data: Dataset, cfg: TrainConfig, device: torch.device, resolution: int,
-         callback: EpochCallback | None, progress: Callable[[str], None] | None, result: TrainResult,
-         threads: CpuThreads) -> None:
-    data = prepare_data(data, resolution, device, cfg.channels_last)
-    model = model.to(device)
-    for m in _batch_norms(model):
-        m.momentum = cfg.bn_momentum
-    if cfg.channels_last:
-        # Module.to accepts memory_format at runtime; torch's stubs leave it out.
-        model = cast(Callable[..., nn.Module], model.to)(memory_format=torch.channels_last)
-    optimizer = make_optimizer(model, cfg, device)
-    # torch.compile of a Module returns an OptimizedModule (a Module); its stubs only say Callable.
-    step_model = cast(nn.Module, torch.compile(model)) if cfg.compile else model
-    use_bf16 = cfg.amp == "bf16" or (cfg.amp == "auto" and device.type == "cuda")
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if use_bf16 else None
-    generator = torch.Generator(device=device).manual_seed(cfg.seed)
+def _batches(data: Dataset, cfg: TrainConfig, generators: list[torch.Generator]) -> Iterator[
+        tuple[torch.Tensor, torch.Tensor]]:
+    """Training batches, one pass: each seed's own order and augmentation from its own generator, stacked
+    (k, B, ...) for fused seeds."""
+    passes = [iterate_batches(data.x_train, data.y_train, cfg.batch_size, shuffle=True, generator=g, drop_last=True)
+              for g in generators]
+    for batches in zip(*passes):
+        xs = [augment_batch(xb, pad=cfg.crop_padding, flip=cfg.flip, generator=g) if cfg.crop_padding or cfg.flip
+              else xb for (xb, _), g in zip(batches, generators)]
+        if len(xs) == 1:
+            yield xs[0], batches[0][1]
+        else:
+            yield torch.stack(xs), torch.stack([yb for _, yb in batches])
 
+
+def _run(models: list[nn.Module], seeds: list[int], data: Dataset, cfg: TrainConfig, device: torch.device,
+         resolution: int, callback: EpochCallback | None, progress: Callable[[str], None] | None,
+         results: list[TrainResult], threads: CpuThreads, start: float) -> None:
+    data = prepare_data(data, resolution, device, cfg.channels_last)
+    for i, model in enumerate(models):
+        model = model.to(device)
+        for m in _batch_norms(model):
+            m.momentum = cfg.bn_momentum
+        if cfg.channels_last:
+            # Module.to accepts memory_format at runtime; torch's stubs leave it out.
+            model = cast(Callable[..., nn.Module], model.to)(memory_format=torch.channels_last)
+        models[i] = model
+    replicas = Replicas(models, compile=cfg.compile)
+    capture = cfg.cuda_graphs and device.type == "cuda" and not cfg.compile
+    optimizer = make_optimizer(replicas.params, cfg, device, capturable=capture)
+    use_bf16 = cfg.amp == "bf16" or (cfg.amp == "auto" and device.type == "cuda")
+    # No cast cache: a captured graph must not hold casts made outside it, and training reads each weight once.
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, cache_enabled=False) if use_bf16 else None
+    eager = EagerStep(replicas, optimizer, autocast, cfg.label_smoothing)
+    step_fn: EagerStep | CapturedStep = CapturedStep(eager, _warn_once(progress)) if capture else eager
+    generators = [torch.Generator(device=device).manual_seed(seed) for seed in seeds]
+    # BN re-estimation sees bn_recalibration training batches' worth of images; on CUDA in eval-sized
+    # batches, as fewer launches cost less there (the mean is the same, the variance estimate close).
+    recal_images = cfg.bn_recalibration * cfg.batch_size
+    recal_batch = cfg.batch_size if device.type == "cpu" else max(cfg.batch_size, min(cfg.eval_batch_size, recal_images))
+
+    k = len(seeds)
     n_train = len(data.y_train)
     steps_per_epoch = max(1, n_train // cfg.batch_size)
     total_steps = cfg.steps or cfg.epochs * steps_per_epoch
     epochs = math.ceil(total_steps / steps_per_epoch)
     warmup = int(cfg.warmup_epochs * steps_per_epoch)
-    step, train_time, train_images = 0, 0.0, 0
+    step, train_time, train_images, eval_time = 0, 0.0, 0, 0.0
+    setup_time = time.perf_counter() - start
 
     for epoch in range(1, epochs + 1):
         with sharing.training():   # a latency measurement elsewhere waits for this epoch (nas.sharing)
-            step_model.train()
+            replicas.train()
             t0 = time.perf_counter()
-            loss_sum = torch.zeros((), device=device)
+            loss_sum = torch.zeros(k, device=device)
             seen = 0
-            for xb, yb in iterate_batches(data.x_train, data.y_train, cfg.batch_size, shuffle=True,
-                                          generator=generator, drop_last=True):
+            for xb, yb in _batches(data, cfg, generators):
                 if step >= total_steps:
                     break
                 threads.update()
-                if cfg.crop_padding or cfg.flip:
-                    xb = augment_batch(xb, pad=cfg.crop_padding, flip=cfg.flip, generator=generator)
-                for group in optimizer.param_groups:
-                    group["lr"] = cfg.lr * lr_factor(step, total_steps, warmup, cfg.schedule)
-                if autocast is not None:
-                    with autocast:
-                        logits = step_model(xb)
-                else:
-                    logits = step_model(xb)
-                loss = F.cross_entropy(logits.float(), yb, label_smoothing=cfg.label_smoothing)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                loss_sum += loss.detach() * len(yb)
-                seen += len(yb)
+                set_lr(optimizer, cfg.lr * lr_factor(step, total_steps, warmup, cfg.schedule))
+                loss_sum += step_fn(xb, yb) * yb.shape[-1]
+                seen += yb.shape[-1]
                 step += 1
-            train_loss = loss_sum.item() / max(1, seen)   # the one host sync of the epoch
+            train_losses = [total / max(1, seen) for total in loss_sum.tolist()]   # the one host sync of the epoch
             seconds = time.perf_counter() - t0
+            if isinstance(step_fn, CapturedStep):    # capturing is set-up, not training
+                seconds -= step_fn.capture_seconds
+                setup_time += step_fn.capture_seconds
+                step_fn.capture_seconds = 0.0
             train_time, train_images = train_time + seconds, train_images + seen
-            if not math.isfinite(train_loss):
-                result.status = "diverged"
-                result.reason = f"training loss became {train_loss} in epoch {epoch}: lower the learning rate"
-                break
-            if cfg.bn_recalibration:
-                recalibrate_bn(model, data.x_train, cfg.batch_size, cfg.bn_recalibration, autocast, cfg.seed)
-            val_acc, val_loss = evaluate(model, data.x_val, data.y_val, cfg.eval_batch_size, autocast)
-        result.epochs.append(EpochResult(epoch, train_loss, val_loss, val_acc, seconds, seen / seconds))
-        result.train_images_per_sec = train_images / train_time
-        if progress:
-            progress(f"epoch {epoch}/{epochs}  loss {train_loss:.3f}  val_acc {val_acc:.4f}  "
-                     f"{seen / seconds:.0f} img/s")
-        if callback is not None and callback(epoch, val_acc):
-            result.status, result.reason = "stopped", f"stopped by callback after epoch {epoch}"
+            diverged = [i for i, loss in enumerate(train_losses) if not math.isfinite(loss)]
+            t1 = time.perf_counter()
+            scores = []
+            if not diverged:
+                for model, seed in zip(models, seeds):
+                    if cfg.bn_recalibration:
+                        recalibrate_bn(model, data.x_train, recal_batch, math.ceil(recal_images / recal_batch),
+                                       autocast, seed)
+                    scores.append(evaluate(model, data.x_val, data.y_val, cfg.eval_batch_size, autocast))
+            eval_time += time.perf_counter() - t1
+        for r in results:
+            r.setup_seconds, r.train_seconds, r.eval_seconds = setup_time, train_time, eval_time
+        if diverged:
+            for i, r in enumerate(results):
+                if i in diverged:
+                    r.status = "diverged"
+                    r.reason = f"training loss became {train_losses[i]} in epoch {epoch}: lower the learning rate"
+                else:
+                    r.status, r.reason = "stopped", f"seed {seeds[diverged[0]]} diverged in the same fused run"
             break
+        for r, loss, (val_acc, val_loss) in zip(results, train_losses, scores):
+            r.epochs.append(EpochResult(epoch, loss, val_loss, val_acc, seconds, seen / seconds))
+            r.train_images_per_sec = train_images / train_time
+        if progress:
+            accs = " ".join(f"{acc:.4f}" for acc, _ in scores)
+            losses = " ".join(f"{loss:.3f}" for loss in train_losses)
+            fused = f"  ({k} fused seeds)" if k > 1 else ""
+            progress(f"epoch {epoch}/{epochs}  loss {losses}  val_acc {accs}  {k * seen / seconds:.0f} img/s{fused}")
+        if callback is not None and callback(epoch, scores[0][0]):
+            for r in results:
+                r.status, r.reason = "stopped", f"stopped by callback after epoch {epoch}"
+            break
+
+
+def _warn_once(progress: Callable[[str], None] | None) -> Callable[[str], None]:
+    """Where a capture failure is told: the run's progress lines, else a Python warning."""
+    def warn(message: str) -> None:
+        if progress is not None:
+            progress(f"warning: {message}")
+        else:
+            warnings.warn(message, RuntimeWarning, stacklevel=2)
+    return warn

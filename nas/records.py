@@ -36,6 +36,11 @@ class TrialRecord:
     acc_std: float | None = None
     val_images: int | None = None                  # validation images each accuracy was measured on
     wall_time: float | None = None
+    # Where the trial's training time went, summed over seeds (proxy.TrainResult): model and data set-up,
+    # training steps, evaluation with BN recalibration. The rest of wall_time is the search's own work.
+    setup_time: float | None = None
+    train_time: float | None = None
+    eval_time: float | None = None
     fail_reason: str | None = None                 # a failure of its own (diverged, out of memory, an error)
     fail_traceback: str | None = None              # the traceback when the trial raised an exception
     skipped: str | None = None                     # found no queued work, or work another trial owned
@@ -138,7 +143,7 @@ class ArchRecord(TrialRecord):
 class FrontierRunRecord(TrialRecord):
     """One proxy run of one frontier network with one seed."""
 
-    frontier_run: list[Any] | None = None          # [network id, seed]
+    frontier_run: list[Any] | None = None          # [network id, seed] or [network id, 0, fused seeds]
     members: list[str] | None = None               # "family phi" of every member that is this network
     resolution: int | None = None
 

@@ -175,7 +175,7 @@ def test_repeated_errors_stop_the_search_with_finished_trials_kept(tiny_study, m
 
     def broken_train(*args, **kwargs):
         raise RuntimeError("simulated bug")
-    monkeypatch.setattr(scoring, "train", broken_train)
+    monkeypatch.setattr(scoring, "train_seeds", broken_train)
     cfg = load_study(tiny_study(name="broken"))
     with pytest.raises(SearchAborted, match="3 trials in a row raised an error, the last: RuntimeError: simulated bug"):
         run_search(ScaleJob(cfg), progress=lambda m: None)

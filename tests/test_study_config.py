@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -76,3 +77,16 @@ def test_cli_rejects_a_bad_study_with_exit_2(run_cli, tmp_path):
     path.write_text(yaml.safe_dump({**BASE, "search": {"sampler": "bohb"}}))
     code, out, err = run_cli("scale", "run", path)
     assert code == 2 and out == "" and err.count("\n") == 1 and "search.sampler" in err
+
+
+def test_new_settings_keep_stored_studies_resumable():
+    """Studies stored before cuda_graphs, fuse_seeds (and the latency predictor's settings) existed resume:
+    at their defaults those settings are not part of the fingerprint, so the packaged examples keep the
+    fingerprints that version c174cb8 stored; set away from a default, a setting counts."""
+    stored = {"quickstart": "9391207c31914ab2", "cifar10_gpu": "cecb18f5029b17c8", "arch_quickstart": "8eb97bda801c8395"}
+    for name, fingerprint in stored.items():
+        assert load_study(name).fingerprint() == fingerprint, name
+    cfg = load_study("quickstart")
+    train = dataclasses.replace(cfg.proxy.train, fuse_seeds="off")
+    assert dataclasses.replace(cfg, proxy=dataclasses.replace(cfg.proxy, train=train)).fingerprint() != stored["quickstart"]
+

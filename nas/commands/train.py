@@ -1,4 +1,5 @@
-"""`nas train` and `nas bench proxy`: one proxy training run, and the engine against a plain loop."""
+"""`nas train`, `nas bench proxy` and `nas bench search`: one proxy training run, the engine against a plain
+loop, and where a search trial's time goes."""
 
 from __future__ import annotations
 
@@ -23,11 +24,15 @@ def _add_training(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, help="CPU threads (default: all cores)")
     p.add_argument("--compile", action="store_true", help="torch.compile the model (pays off on GPU)")
+    p.add_argument("--cuda-graphs", action=argparse.BooleanOptionalAction, default=d.cuda_graphs,
+                   help="on CUDA, capture the training step once as a CUDA graph and replay it (default on; "
+                        "ignored on the CPU)")
 
 
 def _train_config(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,
-                       device=args.device, seed=args.seed, threads=args.threads, compile=args.compile)
+                       device=args.device, seed=args.seed, threads=args.threads, compile=args.compile,
+                       cuda_graphs=args.cuda_graphs)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -91,13 +96,31 @@ def cmd_bench_proxy(args: argparse.Namespace) -> int:
 
     [(_, spec)] = networks_from_flags(args.space, width=args.width, depth=args.depth)
     print_table(bench_proxy([spec], parse_resolutions(args.resolutions), _train_config(args), images=args.images,
-                            progress=progress_of(args)), args.format)
+                            seeds=args.seeds, progress=progress_of(args)), args.format)
+    return 0
+
+
+def cmd_bench_search(args: argparse.Namespace) -> int:
+    from nas.bench import bench_search, split_summary
+    from nas.config import load_study
+
+    table, prepare_s = bench_search(load_study(args.study), args.trials, progress_of(args))
+    print_table(table, args.format)
+    if args.format == "table":
+        print("\n" + "\n".join(split_summary(table, prepare_s)))
     return 0
 
 
 def add_bench_parser(sub: Any) -> None:
-    bench = sub.add_parser("bench", help="throughput benchmarks against a plain reference loop")
-    q = command(bench.add_subparsers(dest="bench", required=True, parser_class=Parser), "proxy", cmd_bench_proxy,
+    bench = sub.add_parser("bench", help="throughput benchmarks against a plain reference loop, and search trials")
+    actions = bench.add_subparsers(dest="bench", required=True, parser_class=Parser)
+    s = command(actions, "search", cmd_bench_search, "where a search trial's time goes",
+                 "Run a study's first trained trials in a study held in memory (the study's storage is not "
+                 "touched) and split each trial's wall time: set-up, training, evaluation, other; with trials per "
+                 "hour and the load beside each trial. Guide: docs/benchmarks.md.", quiet=True)
+    s.add_argument("study", help="study file, or an example's name (quickstart, arch_quickstart)")
+    s.add_argument("--trials", type=int, default=3, help="trained trials to time (default 3)")
+    q = command(actions, "proxy", cmd_bench_proxy,
                  "training images/s: the proxy engine vs a plain loop",
                  "Images per second of training steps, the proxy engine next to a plain fp32 NCHW DataLoader "
                  "loop measured in the same run.", quiet=True)
@@ -106,4 +129,6 @@ def add_bench_parser(sub: Any) -> None:
     q.add_argument("--depth", type=float, default=1.0, help="depth multiplier of the benchmarked network")
     q.add_argument("--resolutions", default="32,64", help="comma-separated (default 32,64)")
     q.add_argument("--images", type=int, default=1024, help="images per timed epoch (default 1024)")
+    q.add_argument("--seeds", type=int, default=1,
+                   help="also time this many seeds fused into one job (total img/s; default 1: not timed)")
     _add_training(q)

@@ -5,7 +5,8 @@ integer resolution whose measured cost ratio cost(phi=1)/cost(phi=0) comes close
 The candidate is feasible when that ratio lies within c * (1 +- tolerance). Every point a search trains
 is feasible by construction, so the accuracies it compares are at (nearly) equal cost.
 
-Cost is measured FLOPs (fvcore) or, in hardware mode, measured latency on a device.
+Cost is measured FLOPs (fvcore), activations (fvcore: outputs of convolution and linear layers) or, in
+hardware mode, measured latency on a device.
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 from nas.config import LatencySettings, StudyConfig
-from nas.flops import flops_at
-from nas.latency import measure_spec
+from nas.flops import activations_at, flops_at
+from nas.latency import LatencyTable, measure_spec
 from nas.scaling import scale
 from nas.spec import MAX_RESOLUTION, NetworkSpec, load_spec
 
@@ -121,8 +122,24 @@ def flops_cost(in_channels: int, num_classes: int) -> CostFn:
     return lambda spec, res: float(flops_at(spec, res, in_channels, num_classes))
 
 
-def latency_cost(settings: LatencySettings, in_channels: int, num_classes: int) -> CostFn:
-    return lambda spec, res: measure_spec(spec, settings, res, in_channels, num_classes).median_ms
+def activations_cost(in_channels: int, num_classes: int) -> CostFn:
+    """Activations (conv and linear outputs) instead of FLOPs: they follow runtime on memory-bound
+    accelerators more closely (Dollar et al., 2021), and like FLOPs they are counted, not timed."""
+    return lambda spec, res: float(activations_at(spec, res, in_channels, num_classes))
+
+
+def latency_cost(settings: LatencySettings, in_channels: int, num_classes: int,
+                 table: LatencyTable | None = None) -> CostFn:
+    """Latency measured on the device, or predicted by `table` (search.predictor: table). A network with pieces
+    the table can neither look up nor interpolate (a width off the grid it was built for) has those timed
+    first, once."""
+    if table is None:
+        return lambda spec, res: measure_spec(spec, settings, res, in_channels, num_classes).median_ms
+
+    def predicted(spec: NetworkSpec, res: int) -> float:
+        table.extend(spec, res, in_channels, num_classes)
+        return table.predict(spec, res, in_channels, num_classes)
+    return predicted
 
 
 @dataclass(frozen=True)
@@ -191,6 +208,12 @@ def grid_points(lo_hi_alpha: tuple[float, float], lo_hi_beta: tuple[float, float
     return [(a, b) for a in axis(*lo_hi_alpha) for b in axis(*lo_hi_beta)]
 
 
+def examined_points(alpha: tuple[float, float], beta: tuple[float, float], step: float, target: float,
+                    tolerance: float) -> list[tuple[float, float]]:
+    """The grid points worth measuring: those whose depth and width alone (gamma = 1) leave room under the target."""
+    return [(a, b) for a, b in grid_points(alpha, beta, step) if a * b * b <= target * (1 + tolerance)]
+
+
 def feasible_grid(base: NetworkSpec, alpha: tuple[float, float], beta: tuple[float, float], step: float,
                   cost: CostFn, target: float, tolerance: float,
                   progress: Callable[[str], None] | None = None) -> tuple[list[Candidate], int]:
@@ -201,7 +224,7 @@ def feasible_grid(base: NetworkSpec, alpha: tuple[float, float], beta: tuple[flo
     point (ceil(1.1 * r) == ceil(1.2 * r) for B0's repeats, say) are the same candidate: only the first
     (smallest alpha, then beta) is kept, so no network is trained twice.
     """
-    points = [(a, b) for a, b in grid_points(alpha, beta, step) if a * b * b <= target * (1 + tolerance)]
+    points = examined_points(alpha, beta, step, target, tolerance)
     feasible: list[Candidate] = []
     seen: dict[tuple, Candidate] = {}
     for i, (a, b) in enumerate(points, 1):

@@ -4,7 +4,9 @@ For phi = 0..k, members of these families are proxy-trained with the same budget
 - each searched family (a study's winning alpha, beta, gamma, or coefficients given by hand),
 - the paper's coefficients (1.2, 1.1, 1.15),
 - width only, depth only and resolution only, each solved per phi so that its measured FLOPs match
-  the first searched family's member at that phi: the paper's single-dimension comparison.
+  the first searched family's member at that phi: the paper's single-dimension comparison;
+- fast scaling (Dollar, Singh, Girshick 2021: width s^0.4, depth s^0.1, resolution s^0.05 of a FLOPs
+  factor s), matched the same way: a rule chosen for runtime, whose activations grow about as s^0.6.
 
 Every member is a network of the study's proxy (the down-scaled base at the proxy resolution), the
 network the accuracy belongs to, and its FLOPs, parameters and latency are those of that network. A
@@ -38,26 +40,29 @@ from optuna.trial import FrozenTrial
 from nas.config import LatencySettings, StudyConfig
 from nas.device import resolve_device
 from nas.errors import NasError
-from nas.flops import flops_at, params_of
+from nas.flops import activations_at, flops_at, params_of
 from nas.latency import measure_spec, measurement_conditions
+from nas.proxy import fuses_seeds
 from nas.records import FrontierRunRecord, record
-from nas.scaling import MAX_MULTIPLIER, PAPER_COEFFICIENTS, check_coefficients
+from nas.scaling import MAX_MULTIPLIER, PAPER_COEFFICIENTS, check_coefficients, fast_multipliers
 from nas.search.constraint import ProxyFamily, flops_cost, network_key, proxy_family, solve_proxy
 from nas.search.results import MEMBER, frontier_table, stored_members
 from nas.search.runner import all_finished, claim_queued, enqueue_missing
 from nas.search.scoring import describe_outcome, proxy_data, recording_failures, train_and_score
 from nas.spec import NetworkSpec, spec_from_dict
 
-RUN = "frontier_run"          # FrontierRunRecord.frontier_run: [network id, seed] of an enqueued trial
+RUN = "frontier_run"          # FrontierRunRecord.frontier_run: [network id, seed(, fused seeds)] of an enqueued trial
 NETWORK = "network:"          # study attr prefix: network:<id> -> the network's spec
 SINGLE_DIMENSIONS = ("width", "depth", "resolution")
+FAST = "fast"
 
 
 @dataclass(frozen=True)
 class Family:
-    """A line on the frontier: compound coefficients, or one dimension scaled alone."""
+    """A line on the frontier: compound coefficients, or a baseline matched to their FLOPs (one
+    dimension scaled alone, or fast scaling)."""
 
-    name: str                 # searched | paper | width | depth | resolution | a study's name
+    name: str                 # searched | paper | fast | width | depth | resolution | a study's name
     label: str                # legend text
     alpha: float | None = None
     beta: float | None = None
@@ -65,7 +70,7 @@ class Family:
 
     @property
     def kind(self) -> str:
-        return "single" if self.name in SINGLE_DIMENSIONS else "compound"
+        return "single" if self.name in SINGLE_DIMENSIONS else FAST if self.name == FAST else "compound"
 
 
 def compound_family(name: str, alpha: float, beta: float, gamma: float, what: str | None = None) -> Family:
@@ -81,7 +86,11 @@ def single_families() -> list[Family]:
     return [Family(d, f"{d} only") for d in SINGLE_DIMENSIONS]
 
 
-KNOWN_FAMILIES = ("searched", "paper", *SINGLE_DIMENSIONS)
+def fast_family() -> Family:
+    return Family(FAST, "fast scaling (Dollár et al.)")
+
+
+KNOWN_FAMILIES = ("searched", "paper", FAST, *SINGLE_DIMENSIONS)
 
 
 def searched_families(configs: list[StudyConfig], studies: list[optuna.Study],
@@ -144,7 +153,7 @@ def plan_frontier(study_args: list[str], storage: str | None, families_text: str
         raise NasError("--families must include searched: the baselines are matched to the searched family's FLOPs")
     if "paper" in wanted:
         families.append(paper_family())
-    families += [f for f in single_families() if f.name in wanted]
+    families += [f for f in (fast_family(), *single_families()) if f.name in wanted]
     latency = None
     if latency_device is not None:
         latency = cfg.search.latency
@@ -264,7 +273,8 @@ class FrontierJob:
                 key = f"{MEMBER}{family.name}:{phi:g}"
                 old = stored.get(key)
                 # A member stored by an earlier run of the same request is reused: matching costs traces.
-                signature = repr((family, reference, self.tolerance, "exact-cost members"))
+                # (Members stored before activations were counted lack them and are described again.)
+                signature = repr((family, reference, self.tolerance, "exact-cost members", "activations"))
                 if old and old.get("signature") == signature and (
                         conditions is None or ("latency_ms" in old and old.get("latency_conditions") == conditions)):
                     out.append(old)
@@ -275,23 +285,24 @@ class FrontierJob:
                     if abs(ratio / target ** phi - 1) > self.tolerance:
                         progress(f"warning: {family.label} at phi {phi:g} costs {ratio:.2f}x the phi = 0 member "
                                  f"where {target ** phi:g}x is asked: no proxy resolution comes closer")
-                else:    # nominal guess: FLOPs grow with depth, and with width and resolution squared
+                else:    # nominal guess: FLOPs grow with depth and fast's factor, with width and resolution squared
                     ratio = flops(ref_spec) / flops(proxy.phi0)
-                    guess = ratio if family.name == "depth" else math.sqrt(ratio)
-                    _, spec = match_flops(functools.partial(self._single, proxy, family.name), flops, flops(ref_spec),
-                                          guess)
+                    guess = ratio if family.name in ("depth", FAST) else math.sqrt(ratio)
+                    _, spec = match_flops(functools.partial(self._baseline, proxy, family.name), flops,
+                                          flops(ref_spec), guess)
                 net = network_id(spec)
                 member: dict[str, Any] = {
                     "family": family.name, "label": family.label, "kind": family.kind, "phi": phi,
                     "alpha": family.alpha, "beta": family.beta, "gamma": family.gamma, "network": net,
                     "width": spec.width_mult / proxy.width, "depth": spec.depth_mult / proxy.depth,
                     "resolution": spec.resolution, "params": params_of(spec, *shape), "flops": flops(spec),
+                    "activations": activations_at(spec, spec.resolution, *shape),
                     "flops_vs_reference": flops(spec) / flops(ref_spec), "reference": reference.name,
                     "order": self.families.index(family), "signature": signature,
                 }
                 # Baselines only: compound families sit where their coefficients put them.
                 member["matched"] = (abs(member["flops_vs_reference"] - 1) <= self.tolerance
-                                     if family.kind == "single" else None)
+                                     if family.kind != "compound" else None)
                 if member["matched"] is False:
                     progress(f"warning: {family.label} at phi {phi:g} comes no closer than "
                              f"{member['flops_vs_reference']:.2f}x the {reference.name} member's FLOPs (rounding "
@@ -310,11 +321,21 @@ class FrontierJob:
         return out
 
     @staticmethod
-    def _single(proxy: ProxyFamily, dimension: str, m: float) -> NetworkSpec:
-        return proxy.member(*{"depth": (m, 1.0, 1.0), "width": (1.0, m, 1.0), "resolution": (1.0, 1.0, m)}[dimension])
+    def _baseline(proxy: ProxyFamily, name: str, m: float) -> NetworkSpec:
+        """A FLOPs-matched baseline's member at multiplier m: one dimension scaled by m, or fast scaling
+        of a FLOPs factor m."""
+        if name == FAST:
+            f = fast_multipliers(m)
+            return proxy.member(f.depth, f.width, f.resolution)
+        return proxy.member(*{"depth": (m, 1.0, 1.0), "width": (1.0, m, 1.0), "resolution": (1.0, 1.0, m)}[name])
 
-    def runs(self, members: list[dict]) -> list[tuple[str, int]]:
+    def runs(self, members: list[dict]) -> list[tuple]:
+        """The queued runs: (network, seed) each, or, where seeds train fused (proxy.fuses_seeds: on CUDA by
+        default), (network, 0, seeds): every seed of a network in one job."""
         networks = list(dict.fromkeys(m["network"] for m in members))
+        train_cfg = self.config.proxy.train
+        if self.seeds > 1 and fuses_seeds(train_cfg, resolve_device(train_cfg.device)):
+            return [(net, 0, self.seeds) for net in networks]
         return [(net, k) for net in networks for k in range(self.seeds)]
 
     # -------------------------------------------------------------------------------- protocol
@@ -324,8 +345,9 @@ class FrontierJob:
         study.set_user_attr("requested", [list(r) for r in runs])
         new = enqueue_missing(study, RUN, [(run, {}) for run in runs])
         if new:
-            progress(f"frontier: {len(members)} members, {len(runs) // self.seeds} distinct networks x "
-                     f"{self.seeds} seeds; {new} run(s) queued")
+            networks = len({run[0] for run in runs})
+            progress(f"frontier: {len(members)} members, {networks} distinct networks x {self.seeds} seeds; "
+                     f"{new} run(s) queued")
 
     def done(self, study: optuna.Study) -> bool:
         return all_finished(study, RUN, [tuple(r) for r in study.user_attrs.get("requested", [])])
@@ -337,13 +359,14 @@ class FrontierJob:
 
         def evaluate(trial: optuna.Trial) -> float:
             start = time.perf_counter()
-            net, seed = claim_queued(trial, RUN)
+            net, seed, *fused = claim_queued(trial, RUN)
             attrs = trial.study.user_attrs
             spec = spec_from_dict(attrs[f"{NETWORK}{net}"])
             record(trial, FrontierRunRecord, members=[f"{m['family']} phi {m['phi']:g}" for m in stored_members(attrs)
                                                       if m["network"] == net],
                    resolution=spec.resolution, device=device)
-            return train_and_score(trial, spec, data, train_cfg, 1, self.config.seed + seed, start, prune=False)
+            seeds = fused[0] if fused else 1
+            return train_and_score(trial, spec, data, train_cfg, seeds, self.config.seed + seed, start, prune=False)
 
         return recording_failures(evaluate)
 
@@ -351,8 +374,9 @@ class FrontierJob:
         r = FrontierRunRecord.from_trial(t)
         if not r.frontier_run:
             return r.fail_reason or "no run"
-        net, seed = r.frontier_run
+        net, seed, *fused = r.frontier_run
         names = ", ".join(r.members or []) or f"network {net}"
-        return f"{names} ({r.resolution or '?'} px), seed {seed}" + describe_outcome(r)
+        seeds = f"seeds {seed}-{seed + fused[0] - 1} fused" if fused else f"seed {seed}"
+        return f"{names} ({r.resolution or '?'} px), {seeds}" + describe_outcome(r)
 
 

@@ -196,14 +196,14 @@ def stored_members(attrs: dict) -> list[dict]:
 
 
 def frontier_table(study: optuna.Study) -> pd.DataFrame:
-    """One row per (family, phi) member: its coefficients, size, cost, and the accuracy of its network
-    over every finished seed (mean, standard deviation, min, max), with the accuracy-vs-FLOPs Pareto
-    front marked. Members without a finished run have NaN accuracy and 0 seeds."""
+    """One row per (family, phi) member: its coefficients, size, cost (FLOPs, activations, latency), and
+    the accuracy of its network over every finished seed (mean, standard deviation, min, max), with the
+    accuracy-vs-FLOPs Pareto front marked. Members without a finished run have NaN accuracy and 0 seeds."""
     accuracies: dict[str, list[float]] = {}
     images = None
     for r in records(study, FrontierRunRecord, states=(TrialState.COMPLETE,)):
-        if r.frontier_run and r.acc_mean is not None:
-            accuracies.setdefault(r.frontier_run[0], []).append(r.acc_mean)
+        if r.frontier_run and r.seed_accuracies:     # one seed per run, or a fused run's seeds
+            accuracies.setdefault(r.frontier_run[0], []).extend(r.seed_accuracies)
             images = images or r.val_images
     rows = []
     for m in sorted(stored_members(study.user_attrs), key=lambda m: (m["order"], m["phi"])):
@@ -213,7 +213,8 @@ def frontier_table(study: optuna.Study) -> pd.DataFrame:
             "family": m["family"], "label": m["label"], "kind": m["kind"], "phi": m["phi"],
             "alpha": m["alpha"], "beta": m["beta"], "gamma": m["gamma"],
             "width": m["width"], "depth": m["depth"], "resolution": m["resolution"], "params": m["params"],
-            "mflops": m["flops"] / 1e6, "flops_vs_reference": m["flops_vs_reference"], "matched": m["matched"],
+            "mflops": m["flops"] / 1e6, "activations": m.get("activations", math.nan),   # none before they were counted
+            "flops_vs_reference": m["flops_vs_reference"], "matched": m["matched"],
             "latency_ms": m.get("latency_ms", math.nan),
             "acc_mean": statistics.fmean(accs) if accs else math.nan,
             "acc_std": statistics.stdev(accs) if len(accs) > 1 else (0.0 if accs else math.nan),

@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import optuna
 from optuna.trial import FrozenTrial
@@ -30,6 +30,7 @@ from nas.flops import flops_at, params_of
 from nas.records import CoefficientRecord, record, records
 from nas.search.constraint import (
     ProxyFamily,
+    activations_cost,
     feasible_grid,
     flops_cost,
     latency_cost,
@@ -38,6 +39,7 @@ from nas.search.constraint import (
     solve_resolution,
     target_member,
 )
+from nas.search.predictor import search_table
 from nas.search.racing import RaceDecision, replay
 from nas.search.results import candidates
 from nas.search.runner import all_finished, claim_queued, enqueue_missing
@@ -54,6 +56,7 @@ class ScaleJob:
 
     config: StudyConfig
     directions = ["maximize"]
+    table_ready: bool = field(default=False, init=False, repr=False, compare=False)   # predictor.search_table ran
 
     @property
     def study_name(self) -> str:
@@ -74,8 +77,10 @@ class ScaleJob:
     def cost(self):
         """Cost of a full-size network as the family will be deployed: 3-channel images, 1000 classes."""
         s = self.config.search
-        if s.cost == "latency":
-            return latency_cost(s.latency, 3, 1000)
+        if s.cost == "latency":   # search.predictor: table: predicted from the table prepare() made ready
+            return latency_cost(s.latency, 3, 1000, search_table(self.config) if s.predictor == "table" else None)
+        if s.cost == "activations":
+            return activations_cost(3, 1000)
         return flops_cost(3, 1000)
 
     def proxy_cost(self):
@@ -96,7 +101,12 @@ class ScaleJob:
 
     def prepare(self, study: optuna.Study, progress: Callable[[str], None]) -> None:
         """Grid: enumerate the feasible points once (kept in the study) and enqueue those that have
-        no finished, waiting or running trial: all of them at first, the interrupted ones on resume."""
+        no finished, waiting or running trial: all of them at first, the interrupted ones on resume.
+        First, with search.predictor: table, the latency table is made ready (built if need be) and its
+        held-out error shown, once, before any worker starts."""
+        if self.config.search.predictor == "table" and not self.table_ready:
+            search_table(self.config, progress)
+            self.table_ready = True
         if not self.needs_queue:
             return
         grid = study.user_attrs.get("grid")

@@ -3,7 +3,6 @@ recording why a trial failed. A job's objective wraps its own candidate logic ar
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import statistics
 import time
@@ -15,7 +14,7 @@ import optuna
 
 from nas.config import StudyConfig, TrainConfig
 from nas.data import Dataset, load_dataset
-from nas.proxy import train
+from nas.proxy import train_seeds
 from nas.records import TrialRecord, record
 from nas.spec import NetworkSpec
 
@@ -46,29 +45,32 @@ def make_pruner(config: StudyConfig) -> optuna.pruners.BasePruner:
 
 def train_and_score(trial: optuna.Trial, spec: NetworkSpec, data: Dataset, train_cfg: TrainConfig, seeds: int,
                     base_seed: int, start: float, prune: bool = True) -> float:
-    """Train `spec` once per seed and record the result; returns the mean final validation accuracy.
+    """Train `spec` once per seed (fused into one job where proxy.fuses_seeds) and record the result;
+    returns the mean final validation accuracy.
 
     The first seed reports every epoch to Optuna (when `prune`), so pruners stop weak candidates
     early; a pruned run raises TrialPruned, a diverged or out-of-memory run raises TrialFailed with
     the reason recorded in the trial.
     """
-    accuracies = []
-    for k in range(seeds):
-        def report(epoch: int, acc: float) -> bool:
-            trial.report(acc, epoch)
-            return trial.should_prune()
+    def report(epoch: int, acc: float) -> bool:
+        trial.report(acc, epoch)
+        return trial.should_prune()
 
-        result = train(spec, data, dataclasses.replace(train_cfg, seed=base_seed + k),
-                       callback=report if prune and k == 0 else None)
-        if k == 0:
-            record(trial, TrialRecord, accuracy_per_epoch=result.accuracies, train_img_s=result.train_images_per_sec)
-        if result.status in ("stopped", "diverged", "oom"):
-            record(trial, TrialRecord, wall_time=time.perf_counter() - start)
-            if result.status == "stopped":
-                raise optuna.TrialPruned(result.reason)
-            record(trial, TrialRecord, fail_reason=f"{result.status}: {result.reason}")
-            raise TrialFailed(result.reason)
-        accuracies.append(result.final_acc)
+    results = train_seeds(spec, data, train_cfg, [base_seed + k for k in range(seeds)],
+                          callback=report if prune else None)
+    first = results[0]
+    # A fused job's set-up, training and evaluation are shared by its seeds: each counts its share.
+    record(trial, TrialRecord, accuracy_per_epoch=first.accuracies, train_img_s=first.train_images_per_sec,
+           **{f"{part}_time": sum(getattr(r, f"{part}_seconds") / r.job_seeds for r in results)
+              for part in ("setup", "train", "eval")})
+    failed = next((r for r in results if r.status != "ok"), None)
+    if failed is not None:
+        record(trial, TrialRecord, wall_time=time.perf_counter() - start)
+        if failed.status == "stopped":
+            raise optuna.TrialPruned(failed.reason)
+        record(trial, TrialRecord, fail_reason=f"{failed.status}: {failed.reason}")
+        raise TrialFailed(failed.reason)
+    accuracies = [r.final_acc for r in results]
     record(trial, TrialRecord, seed_accuracies=accuracies, acc_mean=statistics.fmean(accuracies),
            acc_std=statistics.stdev(accuracies) if len(accuracies) > 1 else 0.0, val_images=len(data.y_val),
            wall_time=time.perf_counter() - start)
