@@ -184,8 +184,11 @@ def test_repeated_errors_stop_the_search_with_finished_trials_kept(tiny_study, m
 
 
 def _nas(*args: str, **kw) -> subprocess.Popen:
+    # Ctrl-C as in a terminal, even when the tests run as a background job (which ignores SIGINT, and a
+    # child inherits that: the Ctrl-C test's run would then finish instead of stopping).
     return subprocess.Popen([sys.executable, "-m", "nas.cli", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True, **kw)
+                            stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL), **kw)
 
 
 def _wait_for(cfg, ready, timeout: float = 600, proc: subprocess.Popen | None = None) -> None:
