@@ -119,15 +119,19 @@ class Materialized:
     target: float = 2.0
     nominal_resolutions: list[int] | None = None
     source: str | None = None
+    latency: LatencySettings | None = None     # a latency study's family: time each member on these settings
 
 
 def materialize_members(space: str | None, preset: str | None,
                         coefficients: tuple[float | None, float | None, float | None], study: str | None,
                         storage: str | None, phi: str, resolution_multiple: int = 1,
-                        exact_cost: bool | None = None) -> Materialized:
+                        exact_cost: bool | None = None,
+                        progress: Callable[[str], None] | None = None) -> Materialized:
     """The members `nas materialize` asks for: the paper's table (exactly), given coefficients, or a stored
     study's exact winning coefficients. `exact_cost` (default: on for a study, off for given coefficients)
-    solves each member's resolution so its measured FLOPs are target^phi times the base's."""
+    solves each member's resolution so its measured cost is target^phi times the base's: a study's own cost
+    (FLOPs, activations, or latency: predicted by the run's table when it exists and can serve, else timed),
+    FLOPs for given coefficients."""
     given = any(c is not None for c in coefficients)
     sources = sum([bool(preset), given, bool(study)])
     if sources > 1:
@@ -137,19 +141,26 @@ def materialize_members(space: str | None, preset: str | None,
     if preset and exact_cost:
         raise NasError("--exact-cost solves resolutions of a compound family; --preset paper is the paper's table "
                        "as it is: drop one of them")
-    source, target = None, 2.0
+    source, target, cost, latency = None, 2.0, None, None
     if study:
         from nas.search.results import stored_winner
+        from nas.search.scale import study_cost
+        from nas.search.storage import find_study_config
         name, study_space, coefficients, target = stored_winner(study, storage)
         space = space or study_space
+        config = find_study_config(study, storage)
         source = (f"study '{name}': best coefficients alpha {coefficients[0]:.4g} beta {coefficients[1]:.4g} "
                   f"gamma {coefficients[2]:.4g}")
+        if exact_cost is not False and config.search.cost != "flops":
+            cost, words = study_cost(config, build_table=False, progress=progress)
+            latency = config.search.latency if config.search.cost == "latency" else None
+            source += f"; each member's resolution solved on its {words}"
     base = load_spec(space or "efficientnet_b0")
     alpha, beta, gamma = coefficients
     if exact_cost if exact_cost is not None else bool(study):
         assert alpha is not None and beta is not None and gamma is not None
-        members, nominal = exact_cost_family(base, alpha, beta, gamma, parse_phis(phi), target)
-        return Materialized(members, base, target, nominal, source)
+        members, nominal = exact_cost_family(base, alpha, beta, gamma, parse_phis(phi), target, cost=cost)
+        return Materialized(members, base, target, nominal, source, latency)
     members = networks_from_flags(space, preset=preset, alpha=alpha, beta=beta, gamma=gamma, phi=phi,
                                   resolution_multiple=resolution_multiple)
     return Materialized(members, base, target, None, source)
@@ -172,32 +183,36 @@ WIDTH_NUDGES = (1.0, 0.99, 1.01, 0.98, 1.02, 0.97, 1.03, 0.96, 1.04, 0.95, 1.05)
 
 
 def exact_cost_family(base: NetworkSpec, alpha: float, beta: float, gamma: float, phis: Sequence[float],
-                      target: float = 2.0, tolerance: float = 0.1) -> tuple[list[Member], list[int]]:
-    """(members, their nominal resolutions): members whose measured FLOPs are target^phi times the base's.
+                      target: float = 2.0, tolerance: float = 0.1,
+                      cost: Callable[[NetworkSpec, int], float] | None = None) -> tuple[list[Member], list[int]]:
+    """(members, their nominal resolutions): members whose measured cost is target^phi times the base's.
 
     Depth and width are the compound rule's (alpha^phi, beta^phi, rounded as always); the resolution is
-    solved on measured FLOPs instead of taken as gamma^phi. Rounding repeats up makes depth cost more than
-    alpha says, and a nominal alpha * beta^2 * gamma^2 below the target compounds: the quickstart winner's
-    nominal family measures 59x at phi 7 where 128x is asked. Cost is a staircase in resolution (at total
-    stride 32 one pixel can add a row and a column to the last feature maps), so when no resolution lands
-    within `tolerance` the width multiplier is nudged by up to 5 % (WIDTH_NUDGES) to move channel rounding
-    onto another step; the nearest member found is kept either way (docs/scaling.md)."""
+    solved on measured cost instead of taken as gamma^phi: FLOPs by default, or the study's own cost
+    (`cost(spec, resolution)`: activations, or latency predicted or timed), so that a latency search's family
+    doubles its latency, not its FLOPs. Rounding repeats up makes depth cost more than alpha says, and a
+    nominal alpha * beta^2 * gamma^2 below the target compounds: the quickstart winner's nominal family
+    measures 59x at phi 7 where 128x is asked. Cost is a staircase in resolution (at total stride 32 one pixel
+    can add a row and a column to the last feature maps), so when no resolution lands within `tolerance` the
+    width multiplier is nudged by up to 5 % (WIDTH_NUDGES) to move channel rounding onto another step; the
+    nearest member found is kept either way (docs/scaling.md)."""
     from nas.search.constraint import closest_resolution
 
-    base_flops = flops_at(base, base.resolution)
+    cost = cost or flops_at
+    base_cost = cost(base, base.resolution)
     members, nominal = [], []
     for phi in phis:
         member = compound(base, alpha, beta, gamma, phi)
         nominal.append(member.resolution)
         if phi > 0:
-            wanted = base_flops * target ** phi
+            wanted = base_cost * target ** phi
             candidates = []
             for nudge in WIDTH_NUDGES:
                 spec = member if nudge == 1.0 else scale(base, member.width_mult * nudge, member.depth_mult,
                                                          member.resolution, member.dropout, member.name)
-                r = closest_resolution(functools.partial(flops_at, spec), wanted, spec.resolution,
-                                       base.resolution, MAX_RESOLUTION)
-                error = abs(flops_at(spec, r) / wanted - 1)
+                cost_at = functools.cache(functools.partial(cost, spec))     # a timed cost is timed once
+                r = closest_resolution(cost_at, wanted, spec.resolution, base.resolution, MAX_RESOLUTION)
+                error = abs(cost_at(r) / wanted - 1)
                 candidates.append((error, spec.replace(resolution=r)))
                 if error <= tolerance:
                     break
@@ -277,17 +292,24 @@ def family_table(members: Sequence[tuple[float, NetworkSpec]], reference: Networ
     return pd.DataFrame(rows)
 
 
-def worst_deviation(table: pd.DataFrame, target: float = 2.0) -> str:
-    """One sentence: how far the family's measured cost strays from target^phi, at its worst member."""
+COST_COLUMNS = {"flops": ("gflops", "measured FLOPs stray"), "activations": ("activations", "activations stray"),
+                "latency": ("latency_ms", "measured latency strays")}
+"""A study's cost: the family table's column that measures it, and what strays in words."""
+
+
+def worst_deviation(table: pd.DataFrame, target: float = 2.0, cost: str = "flops") -> str:
+    """One sentence: how far the family's measured cost (FLOPs, activations or timed latency: the column of
+    COST_COLUMNS) strays from target^phi, at its worst member."""
+    column, words = COST_COLUMNS[cost]
     members = table[table["phi"] > 0]
     if members.empty:
         return "the family has no member beyond phi = 0 to compare with the target"
     first = table.loc[table["phi"].idxmin()]
-    ratio = members["gflops"] / first["gflops"]
+    ratio = members[column] / first[column]
     wanted = target ** (members["phi"] - first["phi"])
     error = (ratio / wanted - 1).abs()
     i = error.idxmax()
-    return (f"the family's measured FLOPs stray from {target:g}^phi by at most {error[i]:.0%} "
+    return (f"the family's {words} from {target:g}^phi by at most {error[i]:.0%} "
             f"(phi = {members.loc[i, 'phi']:g}: {ratio[i]:.3g}x where {wanted[i]:.3g}x is asked)")
 
 

@@ -132,6 +132,7 @@ def report_parts(study: optuna.Study, config: dict,
                    "and scale it with a coefficient search.")
         return table, winners, pd.DataFrame(), caption, None
     from nas.family import exact_cost_family, family_table, worst_deviation
+    from nas.search.constraint import activations_cost
     from nas.search.results import trials_table, verdict
     from nas.spec import load_spec
     table = trials_table(study)
@@ -141,13 +142,21 @@ def report_parts(study: optuna.Study, config: dict,
     winners = table[table["rank"].notna()].sort_values("rank").head(10)
     alpha, beta, gamma = found.best.coefficients
     target = config.get("search", {}).get("target", 2.0)
-    members, nominal = exact_cost_family(load_spec(config["space"]), alpha, beta, gamma, range(8), target)
+    # Solved on the study's cost where it is counted; a latency study's members would each be timed several
+    # times at up to B7 size, too long for a report: they are solved on FLOPs here, and the caption says so.
+    cost = "activations" if config.get("search", {}).get("cost") == "activations" else "flops"
+    members, nominal = exact_cost_family(load_spec(config["space"]), alpha, beta, gamma, range(8), target,
+                                         cost=activations_cost(3, 1000) if cost == "activations" else None)
     family = family_table(members, progress=progress, target=target, nominal_resolutions=nominal)
     stability = found.stability()
+    timed = config.get("search", {}).get("cost") == "latency"
     caption = (f"{found.sentence()}. {stability[0].upper()}{stability[1:]}. The best coefficients "
                f"(alpha {alpha:.4g}, beta {beta:.4g}, gamma {gamma:.4g}) "
-               f"applied to the full-size {config['space']}, phi = 0..7, each member's resolution solved so that it costs "
-               f"{target:g}^phi (nas materialize --study {study.study_name}); {worst_deviation(family, target)}.")
+               f"applied to the full-size {config['space']}, phi = 0..7, each member's resolution solved so that its "
+               f"{'FLOPs are' if cost == 'flops' else 'activations are'} {target:g}^phi times the base's"
+               + (" (a latency study: its family solved on latency and timed is what nas materialize --study "
+                  f"{study.study_name} prints)" if timed else f" (nas materialize --study {study.study_name})")
+               + f"; {worst_deviation(family, target, cost)}.")
     return table, winners, family, caption, table
 
 

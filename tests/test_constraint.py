@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from nas.config import study_from_dict
+from nas.family import exact_cost_family
 from nas.flops import activations_at, count_flops, flops_at
 from nas.scaling import paper_member, scale
-from nas.search.constraint import ProxyFamily, feasible_grid, flops_cost, grid_points, solve_resolution, target_member
-from nas.search.scale import ScaleJob
+from nas.search.constraint import (
+    ProxyFamily,
+    closest_resolution,
+    feasible_grid,
+    flops_cost,
+    grid_points,
+    solve_resolution,
+    target_member,
+)
+from nas.search.scale import ScaleJob, study_family
 from nas.spec import load_spec
 
 
@@ -75,3 +86,54 @@ def test_activations_cost_solves_the_resolution_on_measured_activations(b0):
     assert cand.feasible
     by_flops = solve_resolution(b0, 1.2, 1.1, flops_cost(3, 1000), 2.0, 0.1)
     assert cand.resolution1 != by_flops.resolution1      # another cost, another network
+
+
+@pytest.mark.parametrize("exponent, overhead", [(2.0, 0.0), (1.3, 0.0), (1.0, 1.0), (3.0, 5.0)])
+def test_closest_resolution_finds_the_best_integer_in_few_measurements(exponent, overhead):
+    """A timed cost grows slower than the area (per-call overhead): the secant steps fit its exponent, so a
+    measured latency is solved in a handful of timings rather than a pixel-by-pixel walk."""
+    calls: list[int] = []
+
+    def cost(r: int) -> float:
+        calls.append(r)
+        return overhead + (r / 100) ** exponent
+
+    wanted = 2 * cost(224)
+    calls.clear()
+    r = closest_resolution(cost, wanted, 224, 224, 2000)
+    timed = set(calls)
+    error = lambda x: abs(math.log(cost(x) / wanted))  # noqa: E731
+    assert all(error(r) <= error(x) for x in range(224, 2000))
+    assert len(timed) <= 9, sorted(timed)
+
+
+def test_closest_resolution_on_a_staircase_does_not_depend_on_where_it_starts(b0):
+    spec = target_member(b0, 1.1, 1.1, 224)
+    wanted = 2 * flops_at(b0, 224)
+    answers = {closest_resolution(lambda r: flops_at(spec, r), wanted, start, 224, 448) for start in range(224, 448, 7)}
+    assert len(answers) == 1
+
+
+def test_a_family_solved_on_another_cost_doubles_that_cost(b0):
+    """exact_cost_family on a latency-like cost (overhead plus FLOPs to the 0.7th power): each member costs
+    2^phi times the base on that cost, where a FLOPs-solved family's cost grows far slower."""
+    def timed(spec, r):
+        return 3.0 + (flops_at(spec, r) / 1e6) ** 0.7
+
+    members, _ = exact_cost_family(b0, 1.1, 1.1, 1.15, [0, 1, 2, 3], cost=timed)
+    by_flops, _ = exact_cost_family(b0, 1.1, 1.1, 1.15, [0, 1, 2, 3])
+    base = timed(b0, 224)
+    for (phi, spec), (_, flops_spec) in zip(members[1:], by_flops[1:]):
+        assert abs(timed(spec, spec.resolution) / (base * 2 ** phi) - 1) <= 0.1
+        assert timed(flops_spec, flops_spec.resolution) / base < 0.85 * 2 ** phi    # FLOPs doubled, cost did not
+        assert spec.resolution > flops_spec.resolution
+
+
+def test_an_activations_study_materializes_a_family_on_activations():
+    config = study_from_dict({"name": "acts", "space": "efficientnet_b0", "search": {"cost": "activations"}}, "t")
+    lines: list[str] = []
+    members, family, drift = study_family(config, (1.2, 1.1, 1.15), [0, 1, 2], lines.append)
+    assert "solved on its activations" in lines[-1] and "latency_ms" not in family
+    ratios = family["activations"] / family["activations"][0]
+    assert all(abs(ratios[phi] / 2 ** phi - 1) <= 0.1 for phi in (1, 2))
+    assert drift.startswith("the family's activations stray from 2^phi by at most")

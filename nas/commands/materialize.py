@@ -13,10 +13,11 @@ from nas.errors import NasError
 
 
 def cmd_materialize(args: argparse.Namespace) -> int:
-    from nas.family import check_out_dir, family_table, materialize_members, write_family
+    from nas.family import check_out_dir, family_table, materialize_members, with_measured_latency, write_family
 
     built = materialize_members(args.space, args.preset, (args.alpha, args.beta, args.gamma), args.study,
-                                args.storage, args.phi, args.resolution_multiple, args.exact_cost)
+                                args.storage, args.phi, args.resolution_multiple, args.exact_cost,
+                                progress_of(args))
     if args.save_models and not args.out:
         raise NasError("--save-models needs --out DIR to write the weights to")
     if args.out:
@@ -25,6 +26,8 @@ def cmd_materialize(args: argparse.Namespace) -> int:
         print(built.source, file=sys.stderr)
     df = family_table(built.members, reference=built.base, progress=progress_of(args), target=built.target,
                       nominal_resolutions=built.nominal_resolutions)
+    if built.latency is not None:       # a latency study's family is handed over timed
+        df = with_measured_latency(df, built.members, built.latency, progress_of(args))
     if args.out:
         written = write_family(built.members, Path(args.out), args.save_models, args.num_classes)
         print(f"wrote {len(written)} files to {args.out}", file=sys.stderr)
@@ -46,8 +49,8 @@ def add_parser(sub: Any) -> None:
                    help="round compound resolutions to this multiple (default 1)")
     cost = p.add_mutually_exclusive_group()
     cost.add_argument("--exact-cost", dest="exact_cost", action="store_true", default=None,
-                      help="solve each member's resolution so its measured FLOPs are 2^phi (the study's c^phi) "
-                           "times the base's (default with --study)")
+                      help="solve each member's resolution so its measured cost (FLOPs; a study's own cost with "
+                           "--study) is 2^phi (the study's c^phi) times the base's (default with --study)")
     cost.add_argument("--nominal", dest="exact_cost", action="store_false",
                       help="resolution gamma^phi as the compound rule has it (default with --alpha/--beta/--gamma)")
     p.add_argument("--out", help="write one spec YAML per member into this folder")

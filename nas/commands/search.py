@@ -15,10 +15,9 @@ from nas.errors import NasError
 
 def cmd_scale_run(args: argparse.Namespace) -> int:
     from nas.config import load_study
-    from nas.family import exact_cost_family, family_table, parse_phis, with_measured_latency, worst_deviation
+    from nas.family import parse_phis
     from nas.search.results import state_counts, trials_table, verdict
-    from nas.search.scale import ScaleJob
-    from nas.spec import load_spec
+    from nas.search.scale import ScaleJob, study_family
 
     cfg = load_study(args.study)
     if cfg.arch is not None:
@@ -38,15 +37,7 @@ def cmd_scale_run(args: argparse.Namespace) -> int:
     winners = table[table["rank"].notna()].sort_values("rank").head(args.top)
     if cfg.search.racing:
         print(f"racing: {ScaleJob(cfg).race(study)[0].reason}", file=sys.stderr)
-    timed = cfg.search.cost == "latency"
-    print(f"materializing the family of the best coefficients: phi {args.phi}, each member's resolution solved on "
-          f"its measured FLOPs{f', its latency measured on {cfg.search.latency.device}' if timed else ''}",
-          file=sys.stderr, flush=True)
-    members, nominal = exact_cost_family(load_spec(cfg.space), alpha, beta, gamma, phis, cfg.search.target)
-    family = family_table(members, target=cfg.search.target, nominal_resolutions=nominal)
-    if timed:
-        family = with_measured_latency(family, members, cfg.search.latency, stderr_progress)
-    drift = worst_deviation(family, cfg.search.target)
+    _, family, drift = study_family(cfg, (alpha, beta, gamma), phis, stderr_progress)
     if args.format == "json":
         print(json.dumps({"study": cfg.name, "best": {"alpha": alpha, "beta": beta, "gamma": gamma},
                           "tie": found.is_tie, "tied_trials": [r.number for r in found.tied],
@@ -60,8 +51,8 @@ def cmd_scale_run(args: argparse.Namespace) -> int:
               f"of the best):")
         print_table(winners, "table")
         print(f"\nfamily of the best coefficients (alpha {alpha:.4g}, beta {beta:.4g}, gamma {gamma:.4g}) on "
-              f"{cfg.space}{', a tie' if found.is_tie else ''}; resolutions solved so each member costs "
-              f"{cfg.search.target:g}^phi (nominal_resolution: gamma^phi):")
+              f"{cfg.space}{', a tie' if found.is_tie else ''}; resolutions solved so each member's "
+              f"{cfg.search.cost} is {cfg.search.target:g}^phi times the base's (nominal_resolution: gamma^phi):")
         print_table(family, "table")
         print(f"\n{found.sentence()}.\n{found.stability()}.\n{drift}.")
     return 0

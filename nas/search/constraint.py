@@ -182,22 +182,42 @@ def solve_resolution(base: NetworkSpec, alpha: float, beta: float, cost: CostFn,
                      cost1=cost1(best), target=target, tolerance=tolerance)
 
 
+SECANT_STEPS = 4
+"""Secant steps on log cost against log resolution before the walk: a measured latency grows slower than the
+area (per-call overhead), so one area-based jump can land tens of pixels short, each a measurement away."""
+
+
 def closest_resolution(cost_at: Callable[[int], float], wanted: float, start: int, low: int, high: int) -> int:
     """The integer resolution in [low, high] whose measured cost is nearest `wanted` (in log terms).
 
-    Cost grows roughly with resolution squared, so one measurement at `start` predicts the answer; a walk
-    over neighbouring integers then settles it on measured values. Rounding makes cost a staircase with
-    flat steps (B0 at 225 to 240 px costs 2.10x to 2.15x its 224 px self), so the walk crosses flat steps
-    and stops only where the error grows, keeping the best resolution it passed."""
+    Cost grows roughly as a power of resolution: a jump assuming the area (exponent 2), then secant steps
+    that fit the exponent from the last two measurements (kept within 0.5-4), land next to the answer; a walk
+    over neighbouring integers then settles it on measured values. Rounding makes cost a staircase with flat
+    steps (B0 at 225 to 240 px costs 2.10x to 2.15x its 224 px self), so the walk crosses flat steps and
+    stops only where the error grows, keeping the best resolution it passed. Where cost never falls as
+    resolution grows (FLOPs, activations), the walk's answer does not depend on where it starts."""
     def error(r: int) -> float:
         return abs(math.log(cost_at(r) / wanted))
 
-    r = best = min(max(low, round(start * math.sqrt(wanted / cost_at(start)))), high)
+    def clamp(r: float) -> int:
+        return min(max(low, round(r)), high)
+
+    previous, r, exponent = start, clamp(start * math.sqrt(wanted / cost_at(start))), 2.0
+    for _ in range(SECANT_STEPS):
+        if r == previous:
+            break
+        fitted = math.log(cost_at(r) / cost_at(previous)) / math.log(r / previous)
+        if fitted > 0:    # not across a flat step (or noise that makes a larger network look cheaper)
+            exponent = min(4.0, max(0.5, fitted))
+        previous, r = r, clamp(r * (wanted / cost_at(r)) ** (1 / exponent))
+    r = best = min((previous, r), key=lambda x: (error(x), x))
     direction = 1 if cost_at(r) < wanted else -1     # toward the target
     while low <= r + direction <= high and error(r + direction) <= error(r):
         r += direction
         if error(r) < error(best) or (error(r) == error(best) and r < best):
-            best = r      # on a flat step, the smallest resolution: the same answer from either side
+            best = r
+    while best > low and error(best - 1) <= error(best):
+        best -= 1         # on a flat step, its smallest resolution: the same answer from any start
     return best
 
 

@@ -104,10 +104,12 @@ def _stale(table: LatencyTable, config: StudyConfig) -> str | None:
     return None
 
 
-def search_table(config: StudyConfig, progress: Callable[[str], None] | None = None) -> LatencyTable | None:
+def search_table(config: StudyConfig, progress: Callable[[str], None] | None = None,
+                 build: bool = True) -> LatencyTable | None:
     """The table the latency constraint predicts from, or None when its held-out error is too large to trust
-    (the search then measures). The run's own table is (re)built here when it cannot serve; progress lines
-    say what the table holds and its held-out error."""
+    (the search then measures). The run's own table is (re)built here when it cannot serve (with `build` off,
+    None instead: a command that only reads a study does not spend minutes building); progress lines say
+    what the table holds and its held-out error."""
     say = progress or (lambda _: None)
     path = table_path(config)
     if config.search.latency_table:
@@ -119,6 +121,9 @@ def search_table(config: StudyConfig, progress: Callable[[str], None] | None = N
             why = _stale(table, config)
         except NasError:
             why = "does not exist" if not path.exists() else "cannot be read"
+        if why and not build:
+            say(f"latency table {path} {why}: measuring instead")
+            return None
         if why:
             say(f"latency table {path} {why}: building one for this device (every piece of the search's networks, "
                 f"then calibration and a held-out check on whole networks)")

@@ -16,19 +16,21 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import optuna
+import pandas as pd
 from optuna.trial import FrozenTrial
 
 from nas.config import StudyConfig, TrainConfig
 from nas.device import resolve_device
 from nas.errors import NasError
-from nas.family import check_family
+from nas.family import Member, check_family, exact_cost_family, family_table, with_measured_latency, worst_deviation
 from nas.flops import flops_at, params_of
 from nas.records import CoefficientRecord, record, records
 from nas.search.constraint import (
+    CostFn,
     ProxyFamily,
     activations_cost,
     feasible_grid,
@@ -45,6 +47,42 @@ from nas.search.results import candidates
 from nas.search.runner import all_finished, claim_queued, enqueue_missing
 from nas.search.scoring import describe_outcome, make_pruner, proxy_data, recording_failures, train_and_score
 from nas.spec import NetworkSpec, load_spec
+
+
+def study_cost(config: StudyConfig, build_table: bool = True,
+               progress: Callable[[str], None] | None = None) -> tuple[CostFn, str]:
+    """(the study's cost of a full-size network, what it is in words). Latency with `search.predictor: table`
+    is predicted from the device's table (built when missing, unless `build_table` is off), or timed when the
+    table cannot serve; FLOPs and activations are counted."""
+    s = config.search
+    if s.cost == "latency":
+        table = search_table(config, progress, build=build_table) if s.predictor == "table" else None
+        words = "latency predicted by the table" if table else f"latency measured on {s.latency.device}"
+        return latency_cost(s.latency, 3, 1000, table), words
+    if s.cost == "activations":
+        return activations_cost(3, 1000), "activations"
+    return flops_cost(3, 1000), "FLOPs"
+
+
+def study_family(config: StudyConfig, coefficients: tuple[float, float, float], phis: Sequence[float],
+                 progress: Callable[[str], None] | None = None, build_table: bool = True,
+                 ) -> tuple[list[Member], pd.DataFrame, str]:
+    """(members, their table, the worst deviation in words) of a coefficient study's family: each member's
+    resolution solved on the study's own cost, so a latency study's family doubles its latency, not its FLOPs;
+    a latency family is then timed for real, whatever predicted it, and judged on those timings."""
+    s = config.search
+    cost, words = study_cost(config, build_table, progress)
+    if progress:
+        timed = f", then its latency timed on {s.latency.device}" if s.cost == "latency" else ""
+        progress(f"materializing the family: phi {', '.join(f'{p:g}' for p in phis)}, each member's resolution "
+                 f"solved on its {words}{timed}")
+    members, nominal = exact_cost_family(load_spec(config.space), *coefficients, phis, s.target,
+                                         cost=None if s.cost == "flops" else cost)
+    family = family_table(members, target=s.target, nominal_resolutions=nominal)
+    if s.cost == "latency":
+        family = with_measured_latency(family, members, s.latency, progress)
+    return members, family, worst_deviation(family, s.target, s.cost)
+
 
 GRID_POINT = "grid_point"   # CoefficientRecord.grid_point: [alpha, beta] of an enqueued grid trial
 RACE_RUN = "race_run"       # CoefficientRecord.race_run: [alpha, beta, first seed, seeds] of a racing trial
@@ -76,12 +114,7 @@ class ScaleJob:
 
     def cost(self):
         """Cost of a full-size network as the family will be deployed: 3-channel images, 1000 classes."""
-        s = self.config.search
-        if s.cost == "latency":   # search.predictor: table: predicted from the table prepare() made ready
-            return latency_cost(s.latency, 3, 1000, search_table(self.config) if s.predictor == "table" else None)
-        if s.cost == "activations":
-            return activations_cost(3, 1000)
-        return flops_cost(3, 1000)
+        return study_cost(self.config)[0]
 
     def proxy_cost(self):
         """Cost of a proxy network: FLOPs on the proxy data's channels and classes (what training costs)."""
