@@ -92,26 +92,33 @@ def _steady_allocator() -> None:
     mallopt(m_trim_threshold, 1 << 30)
 
 
-def _times_ms(run: Callable[[], object], settings: LatencySettings, device: torch.device) -> list[float]:
-    """`repeats` timed runs after `warmup` untimed ones. On CPU the host's wall time is right, as the work is
-    done when the call returns; on CUDA events time the GPU work itself, without host-side launch gaps."""
-    for _ in range(settings.warmup):
-        run()
-    times = []
+def _times_ms(runs: Sequence[Callable[[], object]], settings: LatencySettings, device: torch.device) -> list[list[float]]:
+    """`repeats` timed runs of each callable after `warmup` untimed ones, interleaved: each round times every
+    callable once. A burst of load on a shared machine then costs each network a few of its runs, which
+    its median drops, instead of all the runs of whichever network was being timed (measured one after the
+    other, a two-second burst moved single networks' medians by tens of per cent; docs/latency.md). On CPU
+    the host's wall time is right, as the work is done when the call returns; on CUDA events time the GPU
+    work itself, without host-side launch gaps."""
+    for run in runs:
+        for _ in range(settings.warmup):
+            run()
+    times: list[list[float]] = [[] for _ in runs]
     if device.type != "cuda":
         for _ in range(settings.repeats):
-            t0 = time.perf_counter()
-            run()
-            times.append((time.perf_counter() - t0) * 1e3)
+            for run, out in zip(runs, times):
+                t0 = time.perf_counter()
+                run()
+                out.append((time.perf_counter() - t0) * 1e3)
         return times
     torch.cuda.synchronize(device)
     for _ in range(settings.repeats):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        run()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end))
+        for run, out in zip(runs, times):
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            run()
+            end.record()
+            end.synchronize()
+            out.append(start.elapsed_time(end))
     return times
 
 
@@ -142,12 +149,18 @@ def _onnxruntime_run(model: nn.Module, x: torch.Tensor, threads: int) -> Callabl
     return lambda: session.run(None, feed)
 
 
-@torch.no_grad()
 def measure_module(model: nn.Module, input_shape: tuple[int, int, int], settings: LatencySettings) -> Latency:
     """Latency of `model` on a batch of `input_shape` (C, H, W) images, timed while no other nas process
     on this machine trains (nas.sharing)."""
+    return measure_modules([model], [input_shape], settings)[0]
+
+
+@torch.no_grad()
+def measure_modules(models: Sequence[nn.Module], input_shapes: Sequence[tuple[int, int, int]],
+                    settings: LatencySettings) -> list[Latency]:
+    """Latencies of several modules, each on its own input shape, timed interleaved (`_times_ms`)."""
     with sharing.measuring():
-        return _measure_module(model, input_shape, settings)
+        return _measure_modules(models, input_shapes, settings)
 
 
 def _cuda_graph_run(model: nn.Module, x: torch.Tensor) -> Callable[[], object]:
@@ -174,36 +187,64 @@ def _device(settings: LatencySettings) -> torch.device:
     return device
 
 
-def _measure_module(model: nn.Module, input_shape: tuple[int, int, int], settings: LatencySettings) -> Latency:
+def _measure_modules(models: Sequence[nn.Module], input_shapes: Sequence[tuple[int, int, int]],
+                     settings: LatencySettings) -> list[Latency]:
     device = _device(settings)
     threads = settings.threads or default_threads()
     if device.type == "cpu":
         torch.set_num_threads(threads)
         _steady_allocator()
-    if settings.runtime == "onnxruntime":
-        x = torch.randn(settings.batch_size, *input_shape)
-        times = _times_ms(_onnxruntime_run(model.eval().cpu(), x, threads), settings, device)
-    else:
-        fmt = torch.channels_last if settings.channels_last else torch.contiguous_format
-        dtype = torch.bfloat16 if settings.precision == "bf16" else torch.float32
+    fmt = torch.channels_last if settings.channels_last else torch.contiguous_format
+    dtype = torch.bfloat16 if settings.precision == "bf16" else torch.float32
+    runs = []
+    for model, shape in zip(models, input_shapes, strict=True):
+        if settings.runtime == "onnxruntime":
+            runs.append(_onnxruntime_run(model.eval().cpu(), torch.randn(settings.batch_size, *shape), threads))
+            continue
         # Module.to accepts memory_format at runtime; torch's stubs leave it out.
         model = cast(Callable[..., nn.Module], model.eval().to)(device, dtype, memory_format=fmt)
-        x = torch.randn(settings.batch_size, *input_shape, device=device, dtype=dtype).contiguous(memory_format=fmt)
-        run = _cuda_graph_run(model, x) if settings.cuda_graph else functools.partial(model, x)
-        times = _times_ms(run, settings, device)
-    times.sort()
-    return Latency(median_ms=statistics.median(times), p10_ms=_quantile(times, 0.1), p90_ms=_quantile(times, 0.9),
-                   batch_size=settings.batch_size, device=str(device))
+        x = torch.randn(settings.batch_size, *shape, device=device, dtype=dtype).contiguous(memory_format=fmt)
+        runs.append(_cuda_graph_run(model, x) if settings.cuda_graph else functools.partial(model, x))
+    out = []
+    for times in _times_ms(runs, settings, device):
+        times.sort()
+        out.append(Latency(median_ms=statistics.median(times), p10_ms=_quantile(times, 0.1),
+                           p90_ms=_quantile(times, 0.9), batch_size=settings.batch_size, device=str(device)))
+    return out
 
 
-@functools.lru_cache(maxsize=256)
+_MEASURED: dict[tuple[NetworkSpec, LatencySettings, int, int, int], Latency] = {}
+MEASURED_KEPT = 256
+"""Network latencies kept per process (a search asks for the same network again: the base, a grid twin)."""
+
+
+def measure_specs(specs: Sequence[NetworkSpec], settings: LatencySettings, resolution: int | None = None,
+                  in_channels: int = 3, num_classes: int = 1000) -> list[Latency]:
+    """Latencies of freshly built networks (weights do not change timing), those not measured before in this
+    process timed together, interleaved. Kept per spec, settings and resolution."""
+    keys = [(spec, settings, resolution or spec.resolution, in_channels, num_classes) for spec in specs]
+    todo = [k for k in dict.fromkeys(keys) if k not in _MEASURED]
+    if todo:
+        models = []
+        for spec, _, _, c, n in todo:
+            torch.manual_seed(0)
+            models.append(build_model(spec, num_classes=n, in_channels=c))
+        for key, lat in zip(todo, measure_modules(models, [(k[3], k[2], k[2]) for k in todo], settings)):
+            while len(_MEASURED) >= MEASURED_KEPT:
+                del _MEASURED[next(iter(_MEASURED))]      # the oldest
+            _MEASURED[key] = lat
+    return [_MEASURED[k] for k in keys]
+
+
 def measure_spec(spec: NetworkSpec, settings: LatencySettings, resolution: int | None = None, in_channels: int = 3,
                  num_classes: int = 1000) -> Latency:
-    """Latency of a freshly built network (weights do not change timing). Cached per spec and resolution."""
-    torch.manual_seed(0)
-    model = build_model(spec, num_classes=num_classes, in_channels=in_channels)
-    res = resolution or spec.resolution
-    return measure_module(model, (in_channels, res, res), settings)
+    """Latency of a freshly built network (measure_specs of one)."""
+    return measure_specs([spec], settings, resolution, in_channels, num_classes)[0]
+
+
+def forget_measurements() -> None:
+    """Drop the kept latencies: the next request times again."""
+    _MEASURED.clear()
 
 
 def _hardware_name(device: torch.device) -> str:
@@ -232,12 +273,14 @@ def measure_networks(specs: Sequence[NetworkSpec], settings: LatencySettings, re
                      in_channels: int = 3, num_classes: int = 1000, progress: Progress | None = None) -> pd.DataFrame:
     """One row per network: its size next to its measured median and spread, and the conditions measured."""
     cond = measurement_conditions(settings)
+    if progress:
+        sides = sorted({resolution or spec.resolution for spec in specs})
+        shown = f"{sides[0]}" if len(sides) == 1 else f"{sides[0]}-{sides[-1]}"
+        progress(f"measuring {len(specs)} networks at {shown} px: {settings.repeats} rounds, each timing every "
+                 f"network once")
     rows = []
-    for i, spec in enumerate(specs, 1):
+    for spec, lat in zip(specs, measure_specs(specs, settings, resolution, in_channels, num_classes)):
         res = resolution or spec.resolution
-        if progress:
-            progress(f"[{i}/{len(specs)}] measuring {spec.name} at {res} px")
-        lat = measure_spec(spec, settings, res, in_channels, num_classes)
         rows.append({
             "name": spec.name, "resolution": res, "params": params_of(spec, in_channels, num_classes),
             "gflops": round(flops_at(spec, res, in_channels, num_classes) / 1e9, 4),
@@ -387,15 +430,16 @@ class LatencyTable:
                progress: Progress | None = None) -> int:
         """Time the pieces of `spec` the table can neither look up nor interpolate, each once; return how many."""
         new = self.missing(spec, resolution, in_channels, num_classes)
-        if new:
-            self.check(self.settings)
-            if progress:
-                progress(f"table: {spec.name}: timing {len(new)} new pieces ({len(self.entries)} known)")
-        for piece in new:
-            torch.manual_seed(0)
-            self.entries[piece] = measure_module(piece.module(), (piece.in_channels, piece.resolution,
-                                                                  piece.resolution), self.settings)
-        self._sides = None if new else self._sides
+        if not new:
+            return 0
+        self.check(self.settings)
+        if progress:
+            progress(f"table: {spec.name}: timing {len(new)} new pieces ({len(self.entries)} known)")
+        torch.manual_seed(0)
+        modules = [piece.module() for piece in new]
+        timed = measure_modules(modules, [(p.in_channels, p.resolution, p.resolution) for p in new], self.settings)
+        self.entries.update(zip(new, timed))
+        self._sides = None
         return len(new)
 
     def sum_ms(self, spec: NetworkSpec, resolution: int | None = None, in_channels: int = 3,
@@ -586,10 +630,16 @@ def build_calibrated_table(build: Sequence[NetworkSpec], calibration: Sequence[N
                            resolution: int | None = None, progress: Progress | None = None,
                            ) -> tuple[LatencyTable, TableAccuracy]:
     """Time every piece of `build`, calibrate on `calibration` networks timed whole, and judge the result on
-    `held_out` networks, none of them used before. Pieces only the held-out networks have are timed on a copy,
+    `held_out` networks, none of them used before (timed whole together with the calibration networks). Pieces only the held-out networks have are timed on a copy,
     so the table holds exactly the build and calibration networks' pieces; the held-out error is stored with
     it (`held_out`) and shown wherever the table is used."""
     table = build_table(build, settings, resolution, progress=progress, built_from=built_from)
+    # Calibration and held-out networks timed whole in one interleaved measurement (kept by measure_specs):
+    # this machine's speed drifts by 10 % and more between measurements a minute apart (docs/latency.md), and
+    # a held-out check timed after the fit would judge the calibration on that drift as much as on the table.
+    if progress:
+        progress(f"timing the {len(calibration)} calibration and {len(held_out)} held-out networks whole, together")
+    measure_specs([*calibration, *held_out], settings, resolution)
     calibrate(table, calibration, resolution, progress=progress)
     if progress:
         progress(f"table: {len(table.entries)} pieces, calibrated on {len(calibration)} networks; evaluating on "

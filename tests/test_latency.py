@@ -32,6 +32,7 @@ from nas.latency import (
     build_table,
     evaluate_table,
     fit_calibration,
+    forget_measurements,
     measure_module,
     measure_networks,
     measure_spec,
@@ -61,9 +62,9 @@ def cpu_clock(monkeypatch):
     clock = types.SimpleNamespace(**{n: getattr(time, n) for n in dir(time) if not n.startswith("_")})
     clock.perf_counter = time.thread_time
     monkeypatch.setattr(nas.latency, "time", clock)
-    measure_spec.cache_clear()          # no figure cached under the other clock
+    forget_measurements()               # no figure kept from the other clock
     yield
-    measure_spec.cache_clear()
+    forget_measurements()
 
 
 def spearman(a: list[float], b: list[float]) -> float:
@@ -269,7 +270,7 @@ def test_bf16_is_timed_with_bf16_weights_and_recorded(monkeypatch, small):
     import nas.latency
 
     seen = []
-    monkeypatch.setattr(nas.latency, "_times_ms", lambda run, settings, device: seen.append(run) or [1.0, 2.0, 3.0])
+    monkeypatch.setattr(nas.latency, "_times_ms", lambda runs, settings, device: seen.extend(runs) or [[1.0, 2.0, 3.0]])
     bf16 = LatencySettings(batch_size=1, warmup=0, repeats=3, threads=1, precision="bf16")
     assert measure_module(build_model(small), (3, 32, 32), bf16).median_ms == 2.0
     assert seen[0].args[0].dtype == torch.bfloat16 and next(seen[0].func.parameters()).dtype == torch.bfloat16
@@ -382,3 +383,26 @@ def test_onnxruntime_measures_a_network(small):
     pytest.importorskip("onnx")
     lat = measure_spec(small, LatencySettings(batch_size=2, warmup=1, repeats=5, threads=1, runtime="onnxruntime"), 32)
     assert 0 < lat.p10_ms <= lat.median_ms <= lat.p90_ms and lat.device == "cpu"
+
+
+def test_networks_are_timed_interleaved_so_a_burst_costs_each_a_few_runs():
+    import nas.latency
+
+    calls: list[str] = []
+    runs = [lambda name=name: calls.append(name) for name in "abc"]
+    times = nas.latency._times_ms(runs, LatencySettings(warmup=1, repeats=3, threads=1), torch.device("cpu"))
+    assert calls == list("abc") + list("abc") * 3 and [len(t) for t in times] == [3, 3, 3]
+
+
+def test_measure_specs_times_each_network_once_and_keeps_it(small, b0, monkeypatch):
+    import nas.latency
+
+    forget_measurements()
+    timed: list[int] = []
+    real = nas.latency.measure_modules
+    monkeypatch.setattr(nas.latency, "measure_modules", lambda models, shapes, settings: timed.append(len(models))
+                        or real(models, shapes, settings))
+    first = nas.latency.measure_specs([small, small, b0], FAST, 32)
+    again = nas.latency.measure_specs([b0, small], FAST, 32)
+    assert timed == [2] and first[0] == first[1] and again == [first[2], first[0]]
+    forget_measurements()
