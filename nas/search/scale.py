@@ -76,6 +76,13 @@ def study_family(config: StudyConfig, coefficients: tuple[float, float, float], 
         timed = f", then its latency timed on {s.latency.device}" if s.cost == "latency" else ""
         progress(f"materializing the family: phi {', '.join(f'{p:g}' for p in phis)}, each member's resolution "
                  f"solved on its {words}{timed}")
+    if progress and s.cost == "latency":        # each timing of a large member takes seconds: say each one
+        timed_cost = cost
+
+        def cost(spec: NetworkSpec, resolution: int) -> float:
+            value = timed_cost(spec, resolution)
+            progress(f"  {spec.name} at {resolution} px: {value:.1f} ms")
+            return value
     members, nominal = exact_cost_family(load_spec(config.space), *coefficients, phis, s.target,
                                          cost=None if s.cost == "flops" else cost)
     family = family_table(members, target=s.target, nominal_resolutions=nominal)
