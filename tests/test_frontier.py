@@ -133,6 +133,7 @@ def test_match_flops_picks_the_nearest_rounded_network():
             assert error <= max(0.01, abs(math.log(flops(make(other)) / target)))
 
 
+@pytest.mark.slow     # durability, a frontier killed mid-run: pytest -m slow (CI runs it)
 def test_an_interrupted_frontier_resumes_without_losing_runs(tmp_path):
     path = _write_study(tmp_path, "resume")
     assert _nas(tmp_path, "scale", "run", str(path), "--format", "csv").returncode == 0

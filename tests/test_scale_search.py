@@ -225,6 +225,7 @@ def _rerun_keeps_every_finished_trial(path: str, cfg) -> None:
     _assert_every_grid_point_once(study)
 
 
+@pytest.mark.slow     # durability, whole processes killed: pytest -m slow (CI runs it)
 def test_kill_9_mid_trial_then_the_same_command_completes_without_loss(tiny_study):
     path = tiny_study(name="killed", epochs=4)
     cfg = load_study(path)
@@ -248,6 +249,7 @@ def test_kill_9_mid_trial_then_the_same_command_completes_without_loss(tiny_stud
     _assert_every_grid_point_once(study)                             # ... and retried exactly once
 
 
+@pytest.mark.slow     # durability, whole processes killed: pytest -m slow (CI runs it)
 def test_ctrl_c_then_the_same_command_resumes(tiny_study):
     path = tiny_study(name="interrupted", epochs=6)     # long enough that a busy machine cannot finish first
     cfg = load_study(path)
@@ -259,6 +261,7 @@ def test_ctrl_c_then_the_same_command_resumes(tiny_study):
     _rerun_keeps_every_finished_trial(path, cfg)
 
 
+@pytest.mark.slow     # durability, whole processes killed: pytest -m slow (CI runs it)
 def test_one_of_four_killed_workers_is_covered_by_the_others(tiny_study):
     path = tiny_study(name="onekilled", epochs=4)
     cfg = load_study(path)
@@ -305,6 +308,7 @@ def _killed(proc: subprocess.Popen) -> None:
     proc.wait()
 
 
+@pytest.mark.slow     # durability, whole processes killed: pytest -m slow (CI runs it)
 def test_kill_9_during_grid_enumeration_then_the_same_command_completes(tiny_study):
     path = tiny_study(name="enumkilled")
     cfg = load_study(path)
@@ -319,6 +323,7 @@ def test_kill_9_during_grid_enumeration_then_the_same_command_completes(tiny_stu
     _assert_every_grid_point_once(_load(cfg))
 
 
+@pytest.mark.slow     # durability, whole processes killed: pytest -m slow (CI runs it)
 def test_kill_9_while_the_family_is_built_then_the_same_command_prints_it(tiny_study):
     path = tiny_study(name="familykilled")
     cfg = load_study(path)
@@ -347,6 +352,7 @@ def _make_read_only(path: Path) -> Callable[[], object]:
     return lambda: (path.parent.chmod(modes[1]), path.chmod(modes[0]))
 
 
+@pytest.mark.slow     # durability, whole processes killed: pytest -m slow (CI runs it)
 def test_a_database_made_read_only_mid_run_stops_with_one_line_then_resumes(tiny_study):
     path = tiny_study(name="readonly")
     cfg = load_study(path)
