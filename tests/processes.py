@@ -41,3 +41,11 @@ def spawned_workers(pid: int) -> list[int]:
         except OSError:         # exited meanwhile
             pass
     return workers
+
+
+def well_into(trial) -> bool:
+    """A running trial past its set-up (its proxy solved), so its heartbeat thread has long been running: a
+    worker killed before its first heartbeat is covered too, but only after 120 s (docs/search.md)."""
+    from optuna.trial import TrialState
+
+    return trial.state == TrialState.RUNNING and "proxy_resolution" in trial.user_attrs

@@ -24,7 +24,7 @@ from pathlib import Path
 import optuna
 import pytest
 from optuna.trial import TrialState
-from processes import spawned_workers
+from processes import spawned_workers, well_into
 
 from nas.search.storage import open_storage
 
@@ -109,7 +109,7 @@ def pg_url(pg_server, request):
     return f"postgresql://{PG_USER}:{PASSWORD}@127.0.0.1:{port}/{db}"
 
 
-def write_study(tmp_path: Path, name: str) -> Path:
+def write_study(tmp_path: Path, name: str, epochs: int = 1) -> Path:
     """A grid of a few distinct feasible networks, each trained for seconds on 2 CPU cores."""
     path = tmp_path / f"{name}.yaml"
     path.write_text(f"""\
@@ -117,7 +117,7 @@ name: {name}
 space: efficientnet_b0
 seed: 0
 proxy: {{dataset: digits, per_class: 20, resolution: 20, width: 0.25, depth: 0.25, stem_stride: 1,
-        train: {{epochs: 1, batch_size: 64}}}}
+        train: {{epochs: {epochs}, batch_size: 64}}}}
 search: {{sampler: grid, target: 2.0, tolerance: 0.15, alpha: [1.0, 1.3], beta: [1.0, 1.2], step: 0.1, seeds: 1, family_phis: 2}}
 pruner: {{type: none}}
 heartbeat: {{interval: 2, grace: 8}}
@@ -193,7 +193,7 @@ def test_another_machine_joins(pg_url, tmp_path):
 def test_a_worker_killed_on_postgres_loses_and_duplicates_nothing(pg_url, tmp_path):
     """kill -9 of one of two workers mid-trial: the other fails its trial once the heartbeat is silent
     (heartbeat.grace 8 s), retries it, and every grid point ends complete exactly once (pytest -m slow)."""
-    study = write_study(tmp_path, "pgkill")
+    study = write_study(tmp_path, "pgkill", epochs=4)     # trials long enough to be killed in
     proc = subprocess.Popen(nas("scale", "run", study, "--storage", pg_url, "--workers", "2", *NO_FAMILY),
                             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     storage = open_storage(pg_url)       # one connection pool for the polling, not one per look
@@ -206,8 +206,11 @@ def test_a_worker_killed_on_postgres_loses_and_duplicates_nothing(pg_url, tmp_pa
                 trials = optuna.load_study(study_name="pgkill", storage=storage).get_trials()
             except KeyError:               # the launcher has not created the study yet
                 continue
+            # Both workers mid-trial (a worker runs one trial at a time), so the one killed holds a trial,
+            # and a trial still waiting, so neither is about to run out of work and exit first.
             workers = spawned_workers(proc.pid)
-            if len(workers) == 2 and any(t.state == TrialState.RUNNING for t in trials):
+            if (len(workers) == 2 and sum(map(well_into, trials)) == 2
+                    and any(t.state == TrialState.WAITING for t in trials)):
                 victim = workers[0]
         os.kill(victim, signal.SIGKILL)
         out, err = proc.communicate(timeout=CLI_TIMEOUT)

@@ -15,7 +15,7 @@ from pathlib import Path
 import optuna
 import pytest
 from optuna.trial import TrialState
-from processes import spawned_workers
+from processes import spawned_workers, well_into
 
 from nas.config import load_study
 from nas.errors import SearchAborted
@@ -208,12 +208,6 @@ def _wait_for(cfg, ready, timeout: float = 600, proc: subprocess.Popen | None = 
     raise AssertionError(f"study {cfg.name} did not get there in {timeout} s")
 
 
-def _well_into(t) -> bool:
-    """A running trial past its set-up (its proxy solved), so its heartbeat thread has long been running: a
-    worker killed before its first heartbeat is covered too, but only after 120 s (docs/search.md)."""
-    return t.state == TrialState.RUNNING and "proxy_resolution" in t.user_attrs
-
-
 def _rerun_keeps_every_finished_trial(path: str, cfg) -> None:
     """The same command again finishes, keeps every finished trial's value and leaves each point done once."""
     before = {t.number: t.value for t in _load(cfg).trials if t.state == TrialState.COMPLETE}
@@ -231,7 +225,7 @@ def test_kill_9_mid_trial_then_the_same_command_completes_without_loss(tiny_stud
     cfg = load_study(path)
     proc = _nas("scale", "run", path)
     _wait_for(cfg, lambda trials: any(t.state == TrialState.COMPLETE for t in trials)
-              and any(_well_into(t) for t in trials), proc=proc)
+              and any(well_into(t) for t in trials), proc=proc)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     before = {t.number: t.value for t in _load(cfg).trials if t.state == TrialState.COMPLETE}
@@ -272,7 +266,7 @@ def test_one_of_four_killed_workers_is_covered_by_the_others(tiny_study):
         # A worker runs one trial at a time, so four running trials mean every worker holds one; a trial
         # still waiting means none is about to run out of work and exit before the kill lands.
         workers[:] = spawned_workers(proc.pid)
-        return (len(workers) == 4 and sum(map(_well_into, trials)) == 4
+        return (len(workers) == 4 and sum(map(well_into, trials)) == 4
                 and any(t.state == TrialState.WAITING for t in trials))
 
     try:
