@@ -134,9 +134,10 @@ def test_a_table_for_another_device_named_by_the_study_is_one_line(run_cli, stud
 
 @pytest.mark.slow
 def test_a_latency_search_with_a_table_runs_and_times_its_family(run_cli, study):
-    """End to end (about 30 s): the table is built in the run, its held-out error shown, the family's members
+    """End to end (about 40 s): the table is built in the run, its held-out error shown, the family's members
     solved on latency (predicted by the table, or timed when the table failed its check) and then measured
-    for real; `nas materialize --study` rebuilds the same family from the stored study and the run's table."""
+    for real; `nas materialize --study` rebuilds the same family from the stored study and the run's table;
+    the report says how it solved its family."""
     code, out, err = run_cli("scale", "run", study(), "--phi", "0-1", "--format", "json")
     assert code == 0, err
     assert "does not exist: building one for this device" in err and "error on 4 held-out networks" in err
@@ -154,3 +155,8 @@ def test_a_latency_search_with_a_table_runs_and_times_its_family(run_cli, study)
     # Pieces the run timed beyond the saved table are timed again here, so the solved resolution may move a little.
     assert again[0]["resolution"] == family[0]["resolution"] and "latency_ms" in again[1]
     assert abs(again[1]["resolution"] / family[1]["resolution"] - 1) <= 0.1
+    # The report solves a latency study's eight members on FLOPs (timing them would take minutes) and says so.
+    code, out, err = run_cli("report", study())
+    assert code == 0, err
+    page = Path(out.strip()).read_text()
+    assert "a latency study: its family solved on latency and timed is what nas materialize --study" in page
