@@ -219,12 +219,17 @@ MEASURED_KEPT = 256
 
 
 def measure_specs(specs: Sequence[NetworkSpec], settings: LatencySettings, resolution: int | None = None,
-                  in_channels: int = 3, num_classes: int = 1000) -> list[Latency]:
+                  in_channels: int = 3, num_classes: int = 1000, progress: Progress | None = None) -> list[Latency]:
     """Latencies of freshly built networks (weights do not change timing), those not measured before in this
-    process timed together, interleaved. Kept per spec, settings and resolution."""
+    process timed together, interleaved (a progress line says how many). Kept per spec, settings and resolution."""
     keys = [(spec, settings, resolution or spec.resolution, in_channels, num_classes) for spec in specs]
     todo = [k for k in dict.fromkeys(keys) if k not in _MEASURED]
     if todo:
+        if progress:
+            sides = sorted({k[2] for k in todo})
+            shown = f"{sides[0]}" if len(sides) == 1 else f"{sides[0]}-{sides[-1]}"
+            progress(f"measuring {len(todo)} networks at {shown} px: {settings.repeats} rounds, each timing every "
+                     f"network once")
         models = []
         for spec, _, _, c, n in todo:
             torch.manual_seed(0)
@@ -273,13 +278,8 @@ def measure_networks(specs: Sequence[NetworkSpec], settings: LatencySettings, re
                      in_channels: int = 3, num_classes: int = 1000, progress: Progress | None = None) -> pd.DataFrame:
     """One row per network: its size next to its measured median and spread, and the conditions measured."""
     cond = measurement_conditions(settings)
-    if progress:
-        sides = sorted({resolution or spec.resolution for spec in specs})
-        shown = f"{sides[0]}" if len(sides) == 1 else f"{sides[0]}-{sides[-1]}"
-        progress(f"measuring {len(specs)} networks at {shown} px: {settings.repeats} rounds, each timing every "
-                 f"network once")
     rows = []
-    for spec, lat in zip(specs, measure_specs(specs, settings, resolution, in_channels, num_classes)):
+    for spec, lat in zip(specs, measure_specs(specs, settings, resolution, in_channels, num_classes, progress)):
         res = resolution or spec.resolution
         rows.append({
             "name": spec.name, "resolution": res, "params": params_of(spec, in_channels, num_classes),
@@ -630,16 +630,15 @@ def build_calibrated_table(build: Sequence[NetworkSpec], calibration: Sequence[N
                            resolution: int | None = None, progress: Progress | None = None,
                            ) -> tuple[LatencyTable, TableAccuracy]:
     """Time every piece of `build`, calibrate on `calibration` networks timed whole, and judge the result on
-    `held_out` networks, none of them used before (timed whole together with the calibration networks). Pieces only the held-out networks have are timed on a copy,
-    so the table holds exactly the build and calibration networks' pieces; the held-out error is stored with
-    it (`held_out`) and shown wherever the table is used."""
+    `held_out` networks, none of them used before (timed whole together with the calibration networks).
+    Pieces only the held-out networks have are timed on a copy, so the table holds exactly the build and
+    calibration networks' pieces; the held-out error is stored with it (`held_out`) and shown wherever the
+    table is used."""
     table = build_table(build, settings, resolution, progress=progress, built_from=built_from)
     # Calibration and held-out networks timed whole in one interleaved measurement (kept by measure_specs):
     # this machine's speed drifts by 10 % and more between measurements a minute apart (docs/latency.md), and
     # a held-out check timed after the fit would judge the calibration on that drift as much as on the table.
-    if progress:
-        progress(f"timing the {len(calibration)} calibration and {len(held_out)} held-out networks whole, together")
-    measure_specs([*calibration, *held_out], settings, resolution)
+    measure_specs([*calibration, *held_out], settings, resolution, progress=progress)
     calibrate(table, calibration, resolution, progress=progress)
     if progress:
         progress(f"table: {len(table.entries)} pieces, calibrated on {len(calibration)} networks; evaluating on "

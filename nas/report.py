@@ -141,15 +141,16 @@ def report_parts(study: optuna.Study, config: dict,
         return table, pd.DataFrame(), pd.DataFrame(), "No winner yet, so no family.", table
     winners = table[table["rank"].notna()].sort_values("rank").head(10)
     alpha, beta, gamma = found.best.coefficients
-    target = config.get("search", {}).get("target", 2.0)
+    search = config.get("search", {})
+    target = search.get("target", 2.0)
     # Solved on the study's cost where it is counted; a latency study's members would each be timed several
     # times at up to B7 size, too long for a report: they are solved on FLOPs here, and the caption says so.
-    cost = "activations" if config.get("search", {}).get("cost") == "activations" else "flops"
+    timed = search.get("cost") == "latency"
+    cost = "activations" if search.get("cost") == "activations" else "flops"
     members, nominal = exact_cost_family(load_spec(config["space"]), alpha, beta, gamma, range(8), target,
                                          cost=activations_cost(3, 1000) if cost == "activations" else None)
     family = family_table(members, progress=progress, target=target, nominal_resolutions=nominal)
     stability = found.stability()
-    timed = config.get("search", {}).get("cost") == "latency"
     caption = (f"{found.sentence()}. {stability[0].upper()}{stability[1:]}. The best coefficients "
                f"(alpha {alpha:.4g}, beta {beta:.4g}, gamma {gamma:.4g}) "
                f"applied to the full-size {config['space']}, phi = 0..7, each member's resolution solved so that its "

@@ -37,7 +37,7 @@ def cmd_scale_run(args: argparse.Namespace) -> int:
     winners = table[table["rank"].notna()].sort_values("rank").head(args.top)
     if cfg.search.racing:
         print(f"racing: {ScaleJob(cfg).race(study)[0].reason}", file=sys.stderr)
-    _, family, drift = study_family(cfg, (alpha, beta, gamma), phis, stderr_progress)
+    family, drift = study_family(cfg, (alpha, beta, gamma), phis, stderr_progress)
     if args.format == "json":
         print(json.dumps({"study": cfg.name, "best": {"alpha": alpha, "beta": beta, "gamma": gamma},
                           "tie": found.is_tie, "tied_trials": [r.number for r in found.tied],

@@ -26,7 +26,7 @@ from optuna.trial import FrozenTrial
 from nas.config import StudyConfig, TrainConfig
 from nas.device import resolve_device
 from nas.errors import NasError
-from nas.family import Member, check_family, exact_cost_family, family_table, with_measured_latency, worst_deviation
+from nas.family import check_family, exact_cost_family, family_table, with_measured_latency, worst_deviation
 from nas.flops import flops_at, params_of
 from nas.records import CoefficientRecord, record, records
 from nas.search.constraint import (
@@ -65,13 +65,12 @@ def study_cost(config: StudyConfig, build_table: bool = True,
 
 
 def study_family(config: StudyConfig, coefficients: tuple[float, float, float], phis: Sequence[float],
-                 progress: Callable[[str], None] | None = None, build_table: bool = True,
-                 ) -> tuple[list[Member], pd.DataFrame, str]:
-    """(members, their table, the worst deviation in words) of a coefficient study's family: each member's
+                 progress: Callable[[str], None] | None = None) -> tuple[pd.DataFrame, str]:
+    """(its table, the worst deviation in words) of a coefficient study's family: each member's
     resolution solved on the study's own cost, so a latency study's family doubles its latency, not its FLOPs;
     a latency family is then timed for real, whatever predicted it, and judged on those timings."""
     s = config.search
-    cost, words = study_cost(config, build_table, progress)
+    cost, words = study_cost(config, progress=progress)
     if progress:
         timed = f", then its latency timed on {s.latency.device}" if s.cost == "latency" else ""
         progress(f"materializing the family: phi {', '.join(f'{p:g}' for p in phis)}, each member's resolution "
@@ -88,7 +87,7 @@ def study_family(config: StudyConfig, coefficients: tuple[float, float, float], 
     family = family_table(members, target=s.target, nominal_resolutions=nominal)
     if s.cost == "latency":
         family = with_measured_latency(family, members, s.latency, progress)
-    return members, family, worst_deviation(family, s.target, s.cost)
+    return family, worst_deviation(family, s.target, s.cost)
 
 
 GRID_POINT = "grid_point"   # CoefficientRecord.grid_point: [alpha, beta] of an enqueued grid trial
