@@ -92,7 +92,27 @@ def _steady_allocator() -> None:
     mallopt(m_trim_threshold, 1 << 30)
 
 
-def _times_ms(runs: Sequence[Callable[[], object]], settings: LatencySettings, device: torch.device) -> list[list[float]]:
+def _host_ms(run: Callable[[], object]) -> float:
+    t0 = time.perf_counter()
+    run()
+    return (time.perf_counter() - t0) * 1e3
+
+
+def _cuda_ms(run: Callable[[], object]) -> float:
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    run()
+    end.record()
+    end.synchronize()
+    return start.elapsed_time(end)
+
+
+PROGRESS_EVERY_S = 30.0
+"""A measurement longer than this says which round it is in, about this often."""
+
+
+def _times_ms(runs: Sequence[Callable[[], object]], settings: LatencySettings, device: torch.device,
+              progress: Progress | None = None) -> list[list[float]]:
     """`repeats` timed runs of each callable after `warmup` untimed ones, interleaved: each round times every
     callable once. A burst of load on a shared machine then costs each network a few of its runs, which
     its median drops, instead of all the runs of whichever network was being timed (measured one after the
@@ -102,23 +122,17 @@ def _times_ms(runs: Sequence[Callable[[], object]], settings: LatencySettings, d
     for run in runs:
         for _ in range(settings.warmup):
             run()
+    timed = _cuda_ms if device.type == "cuda" else _host_ms
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
     times: list[list[float]] = [[] for _ in runs]
-    if device.type != "cuda":
-        for _ in range(settings.repeats):
-            for run, out in zip(runs, times):
-                t0 = time.perf_counter()
-                run()
-                out.append((time.perf_counter() - t0) * 1e3)
-        return times
-    torch.cuda.synchronize(device)
-    for _ in range(settings.repeats):
+    shown = time.monotonic()
+    for k in range(1, settings.repeats + 1):
         for run, out in zip(runs, times):
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            run()
-            end.record()
-            end.synchronize()
-            out.append(start.elapsed_time(end))
+            out.append(timed(run))
+        if progress and k < settings.repeats and time.monotonic() - shown >= PROGRESS_EVERY_S:
+            progress(f"  round {k}/{settings.repeats} done")
+            shown = time.monotonic()
     return times
 
 
@@ -157,10 +171,10 @@ def measure_module(model: nn.Module, input_shape: tuple[int, int, int], settings
 
 @torch.no_grad()
 def measure_modules(models: Sequence[nn.Module], input_shapes: Sequence[tuple[int, int, int]],
-                    settings: LatencySettings) -> list[Latency]:
+                    settings: LatencySettings, progress: Progress | None = None) -> list[Latency]:
     """Latencies of several modules, each on its own input shape, timed interleaved (`_times_ms`)."""
     with sharing.measuring():
-        return _measure_modules(models, input_shapes, settings)
+        return _measure_modules(models, input_shapes, settings, progress)
 
 
 def _cuda_graph_run(model: nn.Module, x: torch.Tensor) -> Callable[[], object]:
@@ -188,7 +202,7 @@ def _device(settings: LatencySettings) -> torch.device:
 
 
 def _measure_modules(models: Sequence[nn.Module], input_shapes: Sequence[tuple[int, int, int]],
-                     settings: LatencySettings) -> list[Latency]:
+                     settings: LatencySettings, progress: Progress | None = None) -> list[Latency]:
     device = _device(settings)
     threads = settings.threads or default_threads()
     if device.type == "cpu":
@@ -206,7 +220,7 @@ def _measure_modules(models: Sequence[nn.Module], input_shapes: Sequence[tuple[i
         x = torch.randn(settings.batch_size, *shape, device=device, dtype=dtype).contiguous(memory_format=fmt)
         runs.append(_cuda_graph_run(model, x) if settings.cuda_graph else functools.partial(model, x))
     out = []
-    for times in _times_ms(runs, settings, device):
+    for times in _times_ms(runs, settings, device, progress):
         times.sort()
         out.append(Latency(median_ms=statistics.median(times), p10_ms=_quantile(times, 0.1),
                            p90_ms=_quantile(times, 0.9), batch_size=settings.batch_size, device=str(device)))
@@ -222,23 +236,36 @@ def measure_specs(specs: Sequence[NetworkSpec], settings: LatencySettings, resol
                   in_channels: int = 3, num_classes: int = 1000, progress: Progress | None = None) -> list[Latency]:
     """Latencies of freshly built networks (weights do not change timing), those not measured before in this
     process timed together, interleaved (a progress line says how many). Kept per spec, settings and resolution."""
+    return measure_pieces_and_networks((), specs, settings, resolution, in_channels, num_classes, progress)[1]
+
+
+def measure_pieces_and_networks(parts: Sequence[Piece], specs: Sequence[NetworkSpec], settings: LatencySettings,
+                                resolution: int | None = None, in_channels: int = 3, num_classes: int = 1000,
+                                progress: Progress | None = None) -> tuple[list[Latency], list[Latency]]:
+    """Latencies of table pieces and of whole networks, all timed in one interleaved measurement, so that a
+    drift of the machine's speed while it runs reaches every figure alike (a calibration then absorbs it).
+    Networks measured before in this process are not timed again; those timed here are kept."""
     keys = [(spec, settings, resolution or spec.resolution, in_channels, num_classes) for spec in specs]
     todo = [k for k in dict.fromkeys(keys) if k not in _MEASURED]
-    if todo:
-        if progress:
-            sides = sorted({k[2] for k in todo})
-            shown = f"{sides[0]}" if len(sides) == 1 else f"{sides[0]}-{sides[-1]}"
-            progress(f"measuring {len(todo)} networks at {shown} px: {settings.repeats} rounds, each timing every "
-                     f"network once")
-        models = []
-        for spec, _, _, c, n in todo:
-            torch.manual_seed(0)
-            models.append(build_model(spec, num_classes=n, in_channels=c))
-        for key, lat in zip(todo, measure_modules(models, [(k[3], k[2], k[2]) for k in todo], settings)):
-            while len(_MEASURED) >= MEASURED_KEPT:
-                del _MEASURED[next(iter(_MEASURED))]      # the oldest
-            _MEASURED[key] = lat
-    return [_MEASURED[k] for k in keys]
+    if not (todo or parts):
+        return [], [_MEASURED[k] for k in keys]
+    if progress:
+        sides = sorted({k[2] for k in todo} | {p.resolution for p in parts})
+        shown = f"{sides[0]}" if len(sides) == 1 else f"{sides[0]}-{sides[-1]}"
+        what = " and ".join(f"{n} {noun}" for n, noun in ((len(parts), "pieces"), (len(todo), "networks")) if n)
+        progress(f"measuring {what} at {shown} px: {settings.repeats} rounds, each timing every one once")
+    torch.manual_seed(0)
+    models = [p.module() for p in parts]
+    for spec, _, _, c, n in todo:
+        torch.manual_seed(0)
+        models.append(build_model(spec, num_classes=n, in_channels=c))
+    shapes = [(p.in_channels, p.resolution, p.resolution) for p in parts] + [(k[3], k[2], k[2]) for k in todo]
+    timed = measure_modules(models, shapes, settings, progress)
+    for key, lat in zip(todo, timed[len(parts):]):
+        while len(_MEASURED) >= MEASURED_KEPT:
+            del _MEASURED[next(iter(_MEASURED))]      # the oldest
+        _MEASURED[key] = lat
+    return timed[:len(parts)], [_MEASURED[k] for k in keys]
 
 
 def measure_spec(spec: NetworkSpec, settings: LatencySettings, resolution: int | None = None, in_channels: int = 3,
@@ -378,6 +405,9 @@ def fit_calibration(pieces_ms: Sequence[float], counts: Sequence[int], measured_
     return Calibration(scale=float(scale_), per_piece_ms=float(per_piece), networks=len(measured))
 
 
+_UNTIMED = Latency(median_ms=math.nan, p10_ms=math.nan, p90_ms=math.nan, batch_size=0, device="")
+"""Stands for a piece about to be timed (LatencyTable.unknown); never stored in a table."""
+
 MAX_INTERPOLATION_RATIO = 2
 """A piece's latency is interpolated only between timed sides at most this far apart."""
 
@@ -426,6 +456,18 @@ class LatencyTable:
                 num_classes: int = 1000) -> list[Piece]:
         return [p for p in dict.fromkeys(pieces(spec, resolution, in_channels, num_classes)) if self.piece_ms(p) is None]
 
+    def unknown(self, specs: Sequence[NetworkSpec], resolution: int | None = None, in_channels: int = 3,
+                num_classes: int = 1000) -> list[list[Piece]]:
+        """Per network, the pieces `extend` would time for `specs` one after another: those the table, grown by
+        the pieces of the networks before, can neither look up nor interpolate. Nothing is timed."""
+        grown = dataclasses.replace(self, entries=dict(self.entries))
+        new = []
+        for spec in specs:
+            new.append(grown.missing(spec, resolution, in_channels, num_classes))
+            grown.entries.update(dict.fromkeys(new[-1], _UNTIMED))    # only their presence matters here
+            grown._sides = None
+        return new
+
     def extend(self, spec: NetworkSpec, resolution: int | None = None, in_channels: int = 3, num_classes: int = 1000,
                progress: Progress | None = None) -> int:
         """Time the pieces of `spec` the table can neither look up nor interpolate, each once; return how many."""
@@ -435,12 +477,12 @@ class LatencyTable:
         self.check(self.settings)
         if progress:
             progress(f"table: {spec.name}: timing {len(new)} new pieces ({len(self.entries)} known)")
-        torch.manual_seed(0)
-        modules = [piece.module() for piece in new]
-        timed = measure_modules(modules, [(p.in_channels, p.resolution, p.resolution) for p in new], self.settings)
-        self.entries.update(zip(new, timed))
-        self._sides = None
+        self.add(new, measure_pieces_and_networks(new, (), self.settings)[0])
         return len(new)
+
+    def add(self, parts: Sequence[Piece], timed: Sequence[Latency]) -> None:
+        self.entries.update(zip(parts, timed, strict=True))
+        self._sides = None
 
     def sum_ms(self, spec: NetworkSpec, resolution: int | None = None, in_channels: int = 3,
                num_classes: int = 1000) -> float:
@@ -510,14 +552,18 @@ class LatencyTable:
             raise NasError(f"{path}: latency table is incomplete or damaged ({type(e).__name__}: {e}): {fix}") from None
 
 
+def _flat(per_network: Sequence[Sequence[Piece]]) -> list[Piece]:
+    return [p for ps in per_network for p in ps]
+
+
 def build_table(specs: Sequence[NetworkSpec], settings: LatencySettings, resolution: int | None = None,
                 in_channels: int = 3, num_classes: int = 1000, progress: Progress | None = None,
                 built_from: dict[str, Any] | None = None) -> LatencyTable:
-    """A table holding every distinct piece of `specs`, each timed once (built once, reused by `load`)."""
+    """A table holding every distinct piece of `specs`, all timed in one measurement (built once, reused by `load`)."""
     table = LatencyTable(settings=settings, conditions=measurement_conditions(settings),
                          torch_version=torch.__version__, built_from=dict(built_from or {}))
-    for spec in specs:
-        table.extend(spec, resolution, in_channels, num_classes, progress)
+    new = _flat(table.unknown(specs, resolution, in_channels, num_classes))
+    table.add(new, measure_pieces_and_networks(new, (), settings, progress=progress)[0])
     return table
 
 
@@ -587,21 +633,24 @@ def evaluate_table(table: LatencyTable, specs: Sequence[NetworkSpec], settings: 
                    progress: Progress | None = None) -> TableAccuracy:
     """Measure each network whole and compare with the table's prediction.
 
-    Pieces the table lacks are timed first and added to `table` (`new_pieces` counts them per network),
-    so every prediction is a pure lookup; `settings` (default: the table's) must match its conditions.
+    Pieces the table lacks are timed in the same measurement as the networks and added to `table`
+    (`new_pieces` counts them per network), so every prediction is a pure lookup; `settings` (default: the
+    table's) must match its conditions.
     Spearman's rho is the Pearson correlation of the ranks: what a search that only orders candidates needs.
     """
     settings = settings or table.settings
     table.check(settings)
     check_sample_size(len(specs))
-    new = [table.extend(s, resolution, in_channels, num_classes, progress) for s in specs]
+    new = table.unknown(specs, resolution, in_channels, num_classes)
+    timed, _ = measure_pieces_and_networks(_flat(new), specs, settings, resolution, in_channels, num_classes, progress)
+    table.add(_flat(new), timed)
     rows = measure_networks(specs, settings, resolution, in_channels, num_classes, progress)
     rows["sum_ms"] = [round(table.sum_ms(s, resolution, in_channels, num_classes), 3) for s in specs]
     rows["predicted_ms"] = [round(table.predict(s, resolution, in_channels, num_classes), 3) for s in specs]
     error = 100 * (rows["predicted_ms"] - rows["median_ms"]) / rows["median_ms"]
     raw = 100 * (rows["sum_ms"] - rows["median_ms"]) / rows["median_ms"]
     rows["error_pct"] = error.round(1)
-    rows["new_pieces"] = new
+    rows["new_pieces"] = [len(n) for n in new]
     rows = rows[["name", "resolution", "gflops", "median_ms", "p10_ms", "p90_ms", "sum_ms", "predicted_ms",
                  "error_pct", "new_pieces"]]
     return TableAccuracy(rows=rows, mean_abs_error_pct=float(error.abs().mean()),
@@ -614,37 +663,44 @@ def evaluate_table(table: LatencyTable, specs: Sequence[NetworkSpec], settings: 
 
 def calibrate(table: LatencyTable, specs: Sequence[NetworkSpec], resolution: int | None = None, in_channels: int = 3,
               num_classes: int = 1000, progress: Progress | None = None) -> None:
-    """Fit `table.calibration` on whole networks measured now. Their pieces the table lacks are timed and kept:
-    calibrating is part of building."""
+    """Fit `table.calibration` on whole networks. Their pieces the table lacks are timed with them, in one
+    measurement, and kept: calibrating is part of building."""
     check_sample_size(len(specs), "calibrating a latency table", "--calibration")
-    for spec in specs:
-        table.extend(spec, resolution, in_channels, num_classes, progress)
-    measured = measure_networks(specs, table.settings, resolution, in_channels, num_classes, progress)["median_ms"]
+    new = _flat(table.unknown(specs, resolution, in_channels, num_classes))
+    timed, measured = measure_pieces_and_networks(new, specs, table.settings, resolution, in_channels, num_classes,
+                                                  progress)
+    table.add(new, timed)
     table.calibration = fit_calibration([table.sum_ms(s, resolution, in_channels, num_classes) for s in specs],
                                         [len(pieces(s, resolution, in_channels, num_classes)) for s in specs],
-                                        list(measured))
+                                        [m.median_ms for m in measured])
 
 
 def build_calibrated_table(build: Sequence[NetworkSpec], calibration: Sequence[NetworkSpec],
                            held_out: Sequence[NetworkSpec], settings: LatencySettings, built_from: dict[str, Any],
                            resolution: int | None = None, progress: Progress | None = None,
                            ) -> tuple[LatencyTable, TableAccuracy]:
-    """Time every piece of `build`, calibrate on `calibration` networks timed whole, and judge the result on
-    `held_out` networks, none of them used before (timed whole together with the calibration networks).
-    Pieces only the held-out networks have are timed on a copy, so the table holds exactly the build and
-    calibration networks' pieces; the held-out error is stored with it (`held_out`) and shown wherever the
-    table is used."""
-    table = build_table(build, settings, resolution, progress=progress, built_from=built_from)
-    # Calibration and held-out networks timed whole in one interleaved measurement (kept by measure_specs):
-    # this machine's speed drifts by 10 % and more between measurements a minute apart (docs/latency.md), and
-    # a held-out check timed after the fit would judge the calibration on that drift as much as on the table.
-    measure_specs([*calibration, *held_out], settings, resolution, progress=progress)
-    calibrate(table, calibration, resolution, progress=progress)
+    """Time every piece of `build` and `calibration`, calibrate on `calibration` networks timed whole, and judge
+    the result on `held_out` networks, none of them used before. Pieces only the held-out networks have are
+    kept on a copy, so the table holds exactly the build and calibration networks' pieces; the held-out error
+    is stored with it (`held_out`) and shown wherever the table is used.
+
+    Every piece and every whole network is timed in one interleaved measurement: this machine's speed drifts
+    by 10 % and more between measurements a minute apart (docs/latency.md), so pieces timed before the
+    networks, or one network's pieces before another's, would judge the table on that drift as much as on
+    how well pieces add up to a network."""
+    table = LatencyTable(settings=settings, conditions=measurement_conditions(settings),
+                         torch_version=torch.__version__, built_from=dict(built_from))
+    per_network = table.unknown([*build, *calibration, *held_out], resolution)
+    parts, own = _flat(per_network), len(_flat(per_network[:len(build) + len(calibration)]))  # the rest: held-out's
+    timed, _ = measure_pieces_and_networks(parts, [*calibration, *held_out], settings, resolution, progress=progress)
+    table.add(parts[:own], timed[:own])
+    calibrate(table, calibration, resolution, progress=progress)      # nothing left to time: a fit on those figures
     if progress:
         progress(f"table: {len(table.entries)} pieces, calibrated on {len(calibration)} networks; evaluating on "
                  f"{len(held_out)} held-out networks")
-    accuracy = evaluate_table(dataclasses.replace(table, entries=dict(table.entries)), held_out,
-                              resolution=resolution, progress=progress)
+    judge = dataclasses.replace(table, entries=dict(table.entries))
+    judge.add(parts[own:], timed[own:])
+    accuracy = evaluate_table(judge, held_out, resolution=resolution, progress=progress)
     table.held_out = accuracy.to_dict()
     return table, accuracy
 

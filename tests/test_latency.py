@@ -34,8 +34,8 @@ from nas.latency import (
     fit_calibration,
     forget_measurements,
     measure_module,
-    measure_networks,
     measure_spec,
+    measure_specs,
     measurement_conditions,
     pieces,
     sample_networks,
@@ -131,6 +131,18 @@ def test_predict_never_measures_a_missing_piece_but_extend_does(table, b0):
     assert table.missing(spec) == [] and table.predict(spec) > 0
 
 
+def test_unknown_lists_what_extend_would_time_network_by_network(b0):
+    table = build_table([scale(b0, 0.25, 0.25, r, name=f"r{r}") for r in (16, 32)], FAST)
+    mid, top, between = (scale(b0, 0.25, 0.25, r) for r in (24, 48, 40))
+    per_network = table.unknown([mid, top, between])
+    assert per_network[0] == []                                 # every side lies between a 16 and a 32 px piece
+    assert per_network[1] and per_network[1] == table.missing(top)
+    assert per_network[2] == []                                 # between 32 and 48 px, timed by then
+    grown = dataclasses.replace(table, entries=dict(table.entries))
+    assert [grown.extend(s) for s in (mid, top, between)] == [len(p) for p in per_network]
+    assert set(grown.entries) - set(table.entries) == set(per_network[1])
+
+
 def test_table_prediction_tracks_measurement_and_ranks_networks(b0, cpu_clock):
     # A table of one sample, judged on three other networks, each about 4x the cost of the one before
     # (1.6, 6 and 36 ms measured on an idle 2-core EPYC): no noise reorders those.
@@ -176,16 +188,28 @@ def test_table_interpolates_between_timed_sides_but_never_extrapolates():
     assert table.piece_ms(dataclasses.replace(block, resolution=12, kernel=5)) is None   # another piece
 
 
-def test_calibration_is_fitted_on_its_own_networks_and_judged_on_networks_the_table_never_saw(b0, cpu_clock):
+def test_calibration_is_fitted_on_its_own_networks_and_judged_on_networks_the_table_never_saw(b0, cpu_clock,
+                                                                                               monkeypatch):
+    import nas.latency
+
     # Whether a calibration lowers the error on held-out networks depends on how steady the machine's timings
     # are (CI once saw it raise 12.0 % to 13.8 % on four 32 px networks): that figure belongs to the benchmark
     # in docs/latency.md. What holds on any machine: the fit is least squares on the calibration networks'
     # own measurements, so there it is never worse than the raw sums (scale 1, no overhead, is one of the
     # fits it chose among), and the held-out rows are pure lookups of pieces timed on a copy.
     build, calibration, held_out = (sample_networks(b0, n, seed, 32) for n, seed in ((3, 0), (4, 1), (4, 2)))
+    measurements: list[int] = []
+    real = nas.latency.measure_modules
+    monkeypatch.setattr(nas.latency, "measure_modules", lambda models, shapes, settings, progress=None:
+                        measurements.append(len(models)) or real(models, shapes, settings, progress))
     table, accuracy = build_calibrated_table(build, calibration, held_out, FAST, {"resolution": 32}, 32)
+    # One measurement timed every distinct piece and every calibration and held-out network, interleaved, so the
+    # machine's drift reaches the pieces and the networks they are judged against alike.
+    distinct = {p for spec in build + calibration + held_out for p in pieces(spec, 32)}
+    assert measurements == [len(distinct) + len(calibration) + len(held_out)]
     assert table.calibration.networks == 4 and table.held_out == accuracy.to_dict()
-    measured = list(measure_networks(calibration, FAST, 32)["median_ms"])    # the cached figures it was fitted on
+    measured = [m.median_ms for m in measure_specs(calibration, FAST, 32)]    # the kept figures it was fitted on
+    assert measurements == [len(distinct) + len(calibration) + len(held_out)]    # nothing timed again
     sums = [table.sum_ms(s, 32) for s in calibration]
     counts = [len(pieces(s, 32)) for s in calibration]
     assert table.calibration == fit_calibration(sums, counts, measured)
@@ -270,7 +294,7 @@ def test_bf16_is_timed_with_bf16_weights_and_recorded(monkeypatch, small):
     import nas.latency
 
     seen = []
-    monkeypatch.setattr(nas.latency, "_times_ms", lambda runs, settings, device: seen.extend(runs) or [[1.0, 2.0, 3.0]])
+    monkeypatch.setattr(nas.latency, "_times_ms", lambda runs, settings, device, progress=None: seen.extend(runs) or [[1.0, 2.0, 3.0]])
     bf16 = LatencySettings(batch_size=1, warmup=0, repeats=3, threads=1, precision="bf16")
     assert measure_module(build_model(small), (3, 32, 32), bf16).median_ms == 2.0
     assert seen[0].args[0].dtype == torch.bfloat16 and next(seen[0].func.parameters()).dtype == torch.bfloat16
@@ -400,7 +424,7 @@ def test_measure_specs_times_each_network_once_and_keeps_it(small, b0, monkeypat
     forget_measurements()
     timed: list[int] = []
     real = nas.latency.measure_modules
-    monkeypatch.setattr(nas.latency, "measure_modules", lambda models, shapes, settings: timed.append(len(models))
+    monkeypatch.setattr(nas.latency, "measure_modules", lambda models, shapes, settings, progress=None: timed.append(len(models))
                         or real(models, shapes, settings))
     first = nas.latency.measure_specs([small, small, b0], FAST, 32)
     again = nas.latency.measure_specs([b0, small], FAST, 32)
