@@ -152,7 +152,7 @@ def materialize_members(space: str | None, preset: str | None,
         source = (f"study '{name}': best coefficients alpha {coefficients[0]:.4g} beta {coefficients[1]:.4g} "
                   f"gamma {coefficients[2]:.4g}")
         if exact_cost is not False and config.search.cost != "flops":
-            cost, words = study_cost(config, build_table=False, progress=progress)
+            cost, words, _ = study_cost(config, build_table=False, progress=progress)
             latency = config.search.latency if config.search.cost == "latency" else None
             source += f"; each member's resolution solved on its {words}"
     base = load_spec(space or "efficientnet_b0")

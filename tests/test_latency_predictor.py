@@ -19,7 +19,7 @@ from nas.latency import build_table, sample_networks
 from nas.search import predictor
 from nas.search.constraint import feasible_grid
 from nas.search.predictor import search_table
-from nas.search.scale import ScaleJob
+from nas.search.scale import ScaleJob, study_family
 from nas.spec import save_spec
 
 STUDY = """\
@@ -99,6 +99,24 @@ def test_an_inaccurate_table_falls_back_to_measuring_in_one_line(study, tmp_path
     feasible, examined = feasible_grid(job.target_base(), s.alpha, s.beta, s.step, job.cost(), s.target,
                                        s.tolerance)
     assert examined == 8 and all(c.feasible for c in feasible)
+
+
+def test_pieces_timed_for_the_family_are_saved_with_the_runs_table(study):
+    """The family's larger members need pieces past the table's ladder; they are timed once, kept in the run's
+    table, and the next solve (`nas materialize --study`, a rerun) predicts the same resolutions from them."""
+    cfg = load_study(study())
+    search_table(cfg)
+    path = Path("runs/lat/latency_table.json")        # relative to tmp_path, where the study runs
+    _held_out(path, p90_abs_error_pct=1.0, spearman=0.99)         # trusted, whatever this machine's noise
+    before = len(json.loads(path.read_text())["entries"])
+    lines: list[str] = []
+    family, _ = study_family(cfg, (1.0, 1.1, 1.15), [0, 1, 2], lines.append)
+    after = len(json.loads(path.read_text())["entries"])
+    assert after > before and f"kept the {after - before} pieces timed for the family in {path}" in lines, lines
+    lines.clear()
+    again, _ = study_family(cfg, (1.0, 1.1, 1.15), [0, 1, 2], lines.append)
+    assert list(again["resolution"]) == list(family["resolution"]) and not any("kept the" in x for x in lines)
+    assert len(json.loads(path.read_text())["entries"]) == after
 
 
 def test_predictor_table_needs_a_latency_cost(study):

@@ -28,6 +28,7 @@ from nas.device import resolve_device
 from nas.errors import NasError
 from nas.family import check_family, exact_cost_family, family_table, with_measured_latency, worst_deviation
 from nas.flops import flops_at, params_of
+from nas.latency import LatencyTable
 from nas.records import CoefficientRecord, record, records
 from nas.search.constraint import (
     CostFn,
@@ -41,7 +42,7 @@ from nas.search.constraint import (
     solve_resolution,
     target_member,
 )
-from nas.search.predictor import search_table
+from nas.search.predictor import search_table, table_path
 from nas.search.racing import RaceDecision, replay
 from nas.search.results import candidates
 from nas.search.runner import all_finished, claim_queued, enqueue_missing
@@ -49,28 +50,31 @@ from nas.search.scoring import describe_outcome, make_pruner, proxy_data, record
 from nas.spec import NetworkSpec, load_spec
 
 
-def study_cost(config: StudyConfig, build_table: bool = True,
-               progress: Callable[[str], None] | None = None) -> tuple[CostFn, str]:
-    """(the study's cost of a full-size network, what it is in words). Latency with `search.predictor: table`
-    is predicted from the device's table (built when missing, unless `build_table` is off), or timed when the
-    table cannot serve; FLOPs and activations are counted."""
+def study_cost(config: StudyConfig, build_table: bool = True, progress: Callable[[str], None] | None = None,
+               ) -> tuple[CostFn, str, LatencyTable | None]:
+    """(the study's cost of a full-size network, what it is in words, the latency table it predicts from).
+    Latency with `search.predictor: table` is predicted from the device's table (built when missing, unless
+    `build_table` is off), or timed when the table cannot serve; FLOPs and activations are counted."""
     s = config.search
     if s.cost == "latency":
         table = search_table(config, progress, build=build_table) if s.predictor == "table" else None
         words = "latency predicted by the table" if table else f"latency measured on {s.latency.device}"
-        return latency_cost(s.latency, 3, 1000, table), words
+        return latency_cost(s.latency, 3, 1000, table), words, table
     if s.cost == "activations":
-        return activations_cost(3, 1000), "activations"
-    return flops_cost(3, 1000), "FLOPs"
+        return activations_cost(3, 1000), "activations", None
+    return flops_cost(3, 1000), "FLOPs", None
 
 
 def study_family(config: StudyConfig, coefficients: tuple[float, float, float], phis: Sequence[float],
                  progress: Callable[[str], None] | None = None) -> tuple[pd.DataFrame, str]:
     """(its table, the worst deviation in words) of a coefficient study's family: each member's
     resolution solved on the study's own cost, so a latency study's family doubles its latency, not its FLOPs;
-    a latency family is then timed for real, whatever predicted it, and judged on those timings."""
+    a latency family is then timed for real, whatever predicted it, and judged on those timings. Pieces the
+    run's own table gains while the members are solved are saved with it, so `nas materialize --study` finds
+    the same resolutions without timing them again."""
     s = config.search
-    cost, words = study_cost(config, progress=progress)
+    cost, words, table = study_cost(config, progress=progress)
+    known = len(table.entries) if table else 0
     if progress:
         timed = f", then its latency timed on {s.latency.device}" if s.cost == "latency" else ""
         progress(f"materializing the family: phi {', '.join(f'{p:g}' for p in phis)}, each member's resolution "
@@ -84,6 +88,10 @@ def study_family(config: StudyConfig, coefficients: tuple[float, float, float], 
             return value
     members, nominal = exact_cost_family(load_spec(config.space), *coefficients, phis, s.target,
                                          cost=None if s.cost == "flops" else cost)
+    if table and len(table.entries) > known and not s.latency_table:    # a table the study names is the user's
+        table.save(table_path(config))
+        if progress:
+            progress(f"kept the {len(table.entries) - known} pieces timed for the family in {table_path(config)}")
     family = family_table(members, target=s.target, nominal_resolutions=nominal)
     if s.cost == "latency":
         family = with_measured_latency(family, members, s.latency, progress)
