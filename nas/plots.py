@@ -36,7 +36,7 @@ _FIXED_COLOURS = {"paper": "tab:blue", "fast": "tab:cyan", "width": "tab:green",
                   "resolution": "tab:brown"}
 _COMPOUND_COLOURS = ("tab:red", "tab:purple", "tab:pink", "tab:olive", "tab:cyan")
 _TAB10 = tuple(TABLEAU_COLORS)
-_X_LABELS = {"mflops": "FLOPs per image (MFLOPs, log scale)", "latency_ms": "latency per image (ms, log scale)"}
+_X_LABELS = {"mflops": "FLOPs per image (MFLOPs, log scale)", "latency_ms": "latency per image of the full-size network (ms, log scale)"}
 _LEADS = {"mflops": "Fewest FLOPs", "latency_ms": "Fastest"}
 _FRONT_COLOUR = "0.55"
 
@@ -108,8 +108,13 @@ def plot_frontier(table: pd.DataFrame, x: str, path_stem: Path, title: str, subt
         every = points["family"].nunique()
         steps = [f"{'every family' if 1 < len(f) == every else ' = '.join(f)} up to {acc:.3f}"
                  for f, acc in leaders(points, x)]
-        fig.supxlabel("\n".join(textwrap.wrap(f"{_LEADS[x]} at each accuracy (the Pareto front): "
-                                              f"{', then '.join(steps)}.", 120)), fontsize=9, color="0.25")
+        caption = f"{_LEADS[x]} at each accuracy (the Pareto front): {', then '.join(steps)}."
+        tied = [f"{phi:g}" for phi, rows in points[points["phi"] > 0].groupby("phi")
+                if rows.get("tied_best_at_phi", pd.Series(dtype=bool)).sum() > 1]
+        if tied:
+            caption += (f" At phi {', '.join(tied)} several families are tied for the best accuracy within the noise "
+                        f"(95 % intervals): there this order is not beyond it.")
+        fig.supxlabel("\n".join(textwrap.wrap(caption, 120)), fontsize=9, color="0.25")
         return _save(fig, path_stem)
 
 

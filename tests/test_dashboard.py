@@ -118,6 +118,7 @@ def _until(what: str, attempt, alive: list[tuple[subprocess.Popen, Path]], retry
         time.sleep(0.5)
 
 
+@pytest.mark.slow     # a dashboard server beside a running search: half a minute
 def test_optuna_dashboard_serves_a_running_study_from_its_storage(tiny_study, tmp_path):
     dashboard = _dashboard_command()
     path = tiny_study(name="live", epochs=EPOCHS, **ENDLESS)

@@ -30,8 +30,8 @@ from nas.spec import load_spec, spec_from_dict
 PHIS, SEEDS = (0.0, 1.0, 2.0), 2
 
 
-def _write_study(folder: Path, name: str) -> Path:
-    text = TINY_STUDY.format(name=name, sampler="grid", epochs=2, seeds=1, trials=4)
+def _write_study(folder: Path, name: str, epochs: int = 2) -> Path:
+    text = TINY_STUDY.format(name=name, sampler="grid", epochs=epochs, seeds=1, trials=4)
     path = folder / f"{name}.yaml"
     path.write_text(text.replace("seeds: 1,", "seeds: 1, latency: {warmup: 1, repeats: 5},"))
     return path
@@ -52,7 +52,7 @@ def _frontier_study(cwd: Path, name: str) -> optuna.Study:
 def done(tmp_path_factory):
     """A finished coefficient search and its frontier (phi 0-2, 2 seeds), run through the CLI."""
     cwd = tmp_path_factory.mktemp("frontier")
-    path = _write_study(cwd, "tiny")
+    path = _write_study(cwd, "tiny", epochs=1)      # nothing checked here needs the networks to learn much
     assert _nas(cwd, "scale", "run", str(path), "--format", "csv").returncode == 0
     run = _nas(cwd, "frontier", "tiny", "--phis", "0-2", "--seeds", str(SEEDS), "--format", "json")
     assert run.returncode == 0, run.stderr
@@ -115,6 +115,18 @@ def test_baselines_match_the_searched_family_flops(done):
             assert f"{r['family']} only at phi {r['phi']:g} comes no closer" in err
     matched = [r for r in rows if r["kind"] != "compound" and r["phi"] > 0 and r["matched"]]
     assert len(matched) >= 5           # most baselines do match on this proxy
+
+
+def test_latency_is_the_full_size_networks_timed_in_one_measurement(done):
+    """A proxy of a few MFLOPs runs in per-layer overhead: the latency shown is that of the deployed network each
+    member stands for (the base at its width and depth, its resolution scaled as the proxy's), all timed together."""
+    _, rows, err = done
+    assert all(r["full_size_resolution"] == round(224 * r["resolution"] / 20) for r in rows)     # B0, 20 px proxy
+    networks = len({r["network"] for r in rows})
+    assert err.count("measuring the latency of") == 1 and f"latency of {networks} full-size networks on cpu" in err
+    phi0 = next(r["latency_ms"] for r in rows if r["phi"] == 0)
+    for r in (r for r in rows if r["phi"] == 2):     # about 4x the FLOPs of B0 at full size: far beyond noise
+        assert r["latency_ms"] > 1.5 * phi0, (r["family"], r["latency_ms"], phi0)
 
 
 def test_match_flops_picks_the_nearest_rounded_network():

@@ -158,6 +158,7 @@ def test_a_latency_search_with_a_table_runs_and_times_its_family(run_cli, study)
     the report says how it solved its family."""
     code, out, err = run_cli("scale", "run", study(), "--phi", "0-1", "--format", "json")
     assert code == 0, err
+    predicted = "solved on its latency predicted by the table" in err
     assert "does not exist: building one for this device" in err and "error on 4 held-out networks" in err
     assert re.search(r"each member's resolution solved on its latency (predicted by the table|measured on cpu), "
                      r"then its latency timed on cpu", err), err
@@ -170,9 +171,13 @@ def test_a_latency_search_with_a_table_runs_and_times_its_family(run_cli, study)
     assert code == 0, err
     assert "each member's resolution solved on its latency" in err
     again = json.loads(out)
-    # Pieces the run timed beyond the saved table are timed again here, so the solved resolution may move a little.
+    # Predicted by the table (with the pieces the run timed for its family, saved), the same resolutions; timed
+    # (the table failed its check on this machine), timings that move a little may move them a little.
     assert again[0]["resolution"] == family[0]["resolution"] and "latency_ms" in again[1]
-    assert abs(again[1]["resolution"] / family[1]["resolution"] - 1) <= 0.1
+    if predicted:
+        assert again[1]["resolution"] == family[1]["resolution"]
+    else:
+        assert abs(again[1]["resolution"] / family[1]["resolution"] - 1) <= 0.1
     # The report solves a latency study's eight members on FLOPs (timing them would take minutes) and says so.
     code, out, err = run_cli("report", study())
     assert code == 0, err

@@ -72,7 +72,7 @@ def test_frontier_against_latency_leaves_out_points_without_one(tmp_path):
     paths = plot_frontier(frontier_table(), "latency_ms", tmp_path / "latency", "accuracy vs latency")
     assert_png(paths[0])
     texts = svg_texts(paths[1])
-    assert "latency per image (ms, log scale)" in texts
+    assert "latency per image of the full-size network (ms, log scale)" in texts
     assert "depth only" not in texts and "width only" in texts
 
 
@@ -90,6 +90,11 @@ def test_the_fastest_family_at_each_accuracy_is_named(tmp_path):
     texts = " ".join(svg_texts(plot_frontier(table, "latency_ms", tmp_path / "latency", "t")[1]))
     assert ("Fastest at each accuracy (the Pareto front): every family up to 0.600, then resolution up to "
             "0.720.") in texts
+    assert "tied" not in texts       # no ties marked in this table
+    # Where several families are tied for the best accuracy at a phi, the caption says the order is within the noise.
+    table = table.assign(tied_best_at_phi=table["phi"].isin([1.0, 2.0]) & table["family"].isin(["paper", "searched"]))
+    texts = " ".join(svg_texts(plot_frontier(table, "latency_ms", tmp_path / "latency", "t")[1]))
+    assert "At phi 1, 2 several families are tied for the best accuracy within the noise" in texts
 
 
 def test_frontier_with_nothing_trained_is_an_error(tmp_path):

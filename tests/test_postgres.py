@@ -147,6 +147,7 @@ def complete_trials_once_per_grid_point(url: str, name: str) -> list[optuna.tria
     return complete
 
 
+@pytest.mark.slow     # two worker processes and three commands: a minute on this 2-core VM
 def test_workers_share_a_postgres_study(pg_url, tmp_path):
     study = write_study(tmp_path, "pgtest")
     run = subprocess.run(nas("scale", "run", study, "--storage", pg_url, "--workers", "2", *NO_FAMILY),
@@ -172,6 +173,7 @@ def test_workers_share_a_postgres_study(pg_url, tmp_path):
     assert PASSWORD not in page + report.stderr and f"{PG_USER}:***@127.0.0.1" in page
 
 
+@pytest.mark.slow     # two launches at once: half a minute on this 2-core VM
 def test_another_machine_joins(pg_url, tmp_path):
     """Two separate `nas scale run` launches on one study in an empty database, as on two machines
     started at once: both open the storage, and each grid point still trains once."""

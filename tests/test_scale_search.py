@@ -363,6 +363,7 @@ def test_a_database_made_read_only_mid_run_stops_with_one_line_then_resumes(tiny
     _rerun_keeps_every_finished_trial(path, cfg)
 
 
+@pytest.mark.slow     # two whole searches: 40 s on this 2-core VM
 def test_fresh_runs_with_the_same_seed_give_the_same_winner(tiny_study, tmp_path, monkeypatch):
     path = tiny_study(name="repeat")
     first = run_search(ScaleJob(load_study(path)), progress=lambda m: None)
@@ -381,7 +382,7 @@ def test_hardware_mode_judges_the_constraint_on_measured_latency(tiny_study, tmp
     path = tiny_study(name="latency", **{
         "space: efficientnet_b0": f"space: {base}",
         "alpha: [1.0, 1.3], beta: [1.0, 1.1], step: 0.1": "alpha: [1.0, 1.2], beta: [1.0, 1.1], step: 0.1, "
-        "tolerance: 0.3, cost: latency, latency: {device: cpu, batch_size: 8, warmup: 2, repeats: 5, threads: 1}",
+        "tolerance: 0.3, cost: latency, latency: {device: cpu, batch_size: 1, warmup: 2, repeats: 5, threads: 1}",
         "tolerance: 0.15, ": ""})
     study = run_search(ScaleJob(load_study(path)), progress=lambda m: None)
     done = study.get_trials(states=(TrialState.COMPLETE,))

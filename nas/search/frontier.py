@@ -9,7 +9,10 @@ For phi = 0..k, members of these families are proxy-trained with the same budget
   factor s), matched the same way: a rule chosen for runtime, whose activations grow about as s^0.6.
 
 Every member is a network of the study's proxy (the down-scaled base at the proxy resolution), the
-network the accuracy belongs to, and its FLOPs, parameters and latency are those of that network. A
+network the accuracy belongs to, and its FLOPs and parameters are those of that network. Its latency is
+that of the full-size network it stands for (the study's base at the member's width and depth
+multipliers, its resolution scaled as the proxy's), as the search's constraint costs it: a proxy of a few
+MFLOPs runs in the framework's per-layer overhead, which says nothing of how its family runs deployed. A
 compound member's resolution is solved on the proxy's measured FLOPs so that it costs c^phi times the
 phi = 0 member (gamma^phi alone misses on small proxies: feature maps grow in steps), so every family
 is compared at the same costs, and the baselines are matched to those.
@@ -18,8 +21,8 @@ Each (network, seed) is one Optuna trial in a study beside the search ('<name>-f
 storage), so an interrupted frontier resumes, workers on several machines share it, and asking for more
 phis or seeds later trains only what is new. Networks that coincide (every family's phi = 0 member is
 the base) are trained once and shared. The members' descriptions are study attributes, one per
-(family, phi), written by the launcher before any training, which is also when latency is measured, so
-timings are not disturbed by training in other workers.
+(family, phi), written by the launcher before any training, which is also when latency is measured (every
+network in one interleaved measurement), so timings are not disturbed by training in other workers.
 """
 
 from __future__ import annotations
@@ -41,18 +44,19 @@ from nas.config import LatencySettings, StudyConfig
 from nas.device import resolve_device
 from nas.errors import NasError
 from nas.flops import activations_at, flops_at, params_of
-from nas.latency import measure_spec, measurement_conditions
+from nas.latency import measure_specs, measurement_conditions
 from nas.proxy import fuses_seeds
 from nas.records import FrontierRunRecord, record
 from nas.scaling import MAX_MULTIPLIER, PAPER_COEFFICIENTS, check_coefficients, fast_multipliers
-from nas.search.constraint import ProxyFamily, flops_cost, network_key, proxy_family, solve_proxy
+from nas.search.constraint import ProxyFamily, flops_cost, network_key, proxy_family, solve_proxy, target_member
 from nas.search.results import MEMBER, frontier_table, stored_members
 from nas.search.runner import all_finished, claim_queued, enqueue_missing
 from nas.search.scoring import describe_outcome, proxy_data, recording_failures, train_and_score
-from nas.spec import NetworkSpec, spec_from_dict
+from nas.spec import NetworkSpec, load_spec, spec_from_dict
 
 RUN = "frontier_run"          # FrontierRunRecord.frontier_run: [network id, seed(, fused seeds)] of an enqueued trial
 NETWORK = "network:"          # study attr prefix: network:<id> -> the network's spec
+LATENCY_OF = "full-size network"   # what a member's latency times (stored with it: proxies' figures are redone)
 SINGLE_DIMENSIONS = ("width", "depth", "resolution")
 FAST = "fast"
 
@@ -239,11 +243,18 @@ class FrontierJob:
         return optuna.pruners.NopPruner()     # every point trains its full budget
 
     # ----------------------------------------------------------------------------------- members
+    def full_size(self, proxy: ProxyFamily, spec: NetworkSpec) -> NetworkSpec:
+        """The deployed network a proxy member stands for: the study's base (its own stem) at the member's
+        width and depth multipliers, at the base's resolution scaled as the member's is from the proxy's."""
+        base = load_spec(self.config.space)
+        return target_member(base, spec.depth_mult / proxy.depth, spec.width_mult / proxy.width,
+                             round(base.resolution * spec.resolution / proxy.resolution))
+
     def members(self, study: optuna.Study, progress: Callable[[str], None]) -> list[dict]:
-        """Every requested (family, phi) member, described and stored in the study. Latency is measured
-        once per network and measurement conditions (device and its hardware, runtime, batch, threads,
-        warm-up, repeats; stored beside the figure): a network measured before under the same conditions
-        keeps its figure, other settings measure again."""
+        """Every requested (family, phi) member, described and stored in the study. Latency is that of the
+        member's full-size network (`full_size`), all those not measured before timed in one interleaved
+        measurement; it is kept per network and measurement conditions (device and its hardware, runtime,
+        batch, threads, warm-up, repeats; stored beside the figure): other settings measure again."""
         data, proxy = proxy_data(self.config), proxy_family(self.config)
         shape = (data.in_channels, data.num_classes)
 
@@ -253,11 +264,13 @@ class FrontierJob:
         reference = next(f for f in self.families if f.kind == "compound")
         stored = study.user_attrs
         conditions = None if self.latency is None else {
-            **measurement_conditions(self.latency), "warmup": self.latency.warmup, "repeats": self.latency.repeats}
+            **measurement_conditions(self.latency), "warmup": self.latency.warmup, "repeats": self.latency.repeats,
+            "network": LATENCY_OF}
         # One measurement per network and conditions, kept across runs: a shared network (phi = 0) has one.
         latencies = {m["network"]: m["latency_ms"] for m in stored_members(stored)
                      if "latency_ms" in m and m.get("latency_conditions") == conditions}
-        out = []
+        out, described, to_time = [], [], {}
+
         def compound(f: Family, phi: float) -> NetworkSpec:
             """A compound member on the proxy, its resolution solved so it costs target^phi times phi = 0
             (exact cost, as the search's proxies and the materialized families are)."""
@@ -274,7 +287,8 @@ class FrontierJob:
                 old = stored.get(key)
                 # A member stored by an earlier run of the same request is reused: matching costs traces.
                 # (Members stored before activations were counted lack them and are described again.)
-                signature = repr((family, reference, self.tolerance, "exact-cost members", "activations"))
+                signature = repr((family, reference, self.tolerance, "exact-cost members", "activations",
+                                  "full-size resolution"))
                 if old and old.get("signature") == signature and (
                         conditions is None or ("latency_ms" in old and old.get("latency_conditions") == conditions)):
                     out.append(old)
@@ -307,17 +321,23 @@ class FrontierJob:
                     progress(f"warning: {family.label} at phi {phi:g} comes no closer than "
                              f"{member['flops_vs_reference']:.2f}x the {reference.name} member's FLOPs (rounding "
                              f"steps are coarse in this proxy); it is trained and plotted at its own FLOPs")
+                full = self.full_size(proxy, spec)
+                member["full_size_resolution"] = full.resolution
                 if self.latency is not None and net not in latencies:
-                    progress(f"measuring latency of {family.name} phi {phi:g} ({spec.resolution} px) on "
-                             f"{self.latency.device}")
-                    latencies[net] = measure_spec(spec, self.latency, spec.resolution, *shape).median_ms
-                if net in latencies:
-                    member["latency_ms"], member["latency_conditions"] = latencies[net], conditions
-                if old != member:
-                    study.set_user_attr(key, member)
-                if f"{NETWORK}{net}" not in stored:
-                    study.set_user_attr(f"{NETWORK}{net}", spec.to_dict())
+                    to_time[net] = full
+                described.append((key, old, member, spec))
                 out.append(member)
+        if to_time and self.latency is not None:
+            progress(f"measuring the latency of {len(to_time)} full-size networks on {self.latency.device}")
+            timed = measure_specs(list(to_time.values()), self.latency, progress=progress)
+            latencies.update((net, lat.median_ms) for net, lat in zip(to_time, timed))
+        for key, old, member, spec in described:
+            if member["network"] in latencies:
+                member["latency_ms"], member["latency_conditions"] = latencies[member["network"]], conditions
+            if old != member:
+                study.set_user_attr(key, member)
+            if f"{NETWORK}{member['network']}" not in stored:
+                study.set_user_attr(f"{NETWORK}{member['network']}", spec.to_dict())
         return out
 
     @staticmethod

@@ -215,7 +215,7 @@ def frontier_table(study: optuna.Study) -> pd.DataFrame:
             "width": m["width"], "depth": m["depth"], "resolution": m["resolution"], "params": m["params"],
             "mflops": m["flops"] / 1e6, "activations": m.get("activations", math.nan),   # none before they were counted
             "flops_vs_reference": m["flops_vs_reference"], "matched": m["matched"],
-            "latency_ms": m.get("latency_ms", math.nan),
+            "full_size_resolution": m["full_size_resolution"], "latency_ms": m.get("latency_ms", math.nan),
             "acc_mean": statistics.fmean(accs) if accs else math.nan,
             "acc_std": statistics.stdev(accs) if len(accs) > 1 else (0.0 if accs else math.nan),
             "acc_low": e.low if e else math.nan, "acc_high": e.high if e else math.nan,
