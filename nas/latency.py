@@ -114,7 +114,8 @@ PROGRESS_EVERY_S = 30.0
 def _times_ms(runs: Sequence[Callable[[], object]], settings: LatencySettings, device: torch.device,
               progress: Progress | None = None) -> list[list[float]]:
     """`repeats` timed runs of each callable after `warmup` untimed ones, interleaved: each round times every
-    callable once. A burst of load on a shared machine then costs each network a few of its runs, which
+    callable once, in a new (seeded) order, so that no callable always runs after the same one or at the same
+    point of a round. A burst of load on a shared machine then costs each network a few of its runs, which
     its median drops, instead of all the runs of whichever network was being timed (measured one after the
     other, a two-second burst moved single networks' medians by tens of per cent; docs/latency.md). On CPU
     the host's wall time is right, as the work is done when the call returns; on CUDA events time the GPU
@@ -126,10 +127,12 @@ def _times_ms(runs: Sequence[Callable[[], object]], settings: LatencySettings, d
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     times: list[list[float]] = [[] for _ in runs]
+    order, shuffle = list(range(len(runs))), random.Random(0).shuffle
     shown = time.monotonic()
     for k in range(1, settings.repeats + 1):
-        for run, out in zip(runs, times):
-            out.append(timed(run))
+        shuffle(order)
+        for i in order:
+            times[i].append(timed(runs[i]))
         if progress and k < settings.repeats and time.monotonic() - shown >= PROGRESS_EVERY_S:
             progress(f"  round {k}/{settings.repeats} done")
             shown = time.monotonic()

@@ -409,13 +409,20 @@ def test_onnxruntime_measures_a_network(small):
     assert 0 < lat.p10_ms <= lat.median_ms <= lat.p90_ms and lat.device == "cpu"
 
 
-def test_networks_are_timed_interleaved_so_a_burst_costs_each_a_few_runs():
+def test_networks_are_timed_interleaved_in_shuffled_rounds_so_a_burst_costs_each_a_few_runs():
     import nas.latency
 
     calls: list[str] = []
     runs = [lambda name=name: calls.append(name) for name in "abc"]
     times = nas.latency._times_ms(runs, LatencySettings(warmup=1, repeats=3, threads=1), torch.device("cpu"))
-    assert calls == list("abc") + list("abc") * 3 and [len(t) for t in times] == [3, 3, 3]
+    assert calls[:3] == list("abc") and [len(t) for t in times] == [3, 3, 3]     # warm-up, then 3 rounds
+    rounds = ["".join(calls[i:i + 3]) for i in (3, 6, 9)]
+    assert all(sorted(r) == list("abc") for r in rounds)               # each round times each once ...
+    assert len(set(rounds)) > 1 or rounds[0] != "abc"                   # ... in a shuffled order
+    again: list[str] = []
+    nas.latency._times_ms([lambda name=name: again.append(name) for name in "abc"],
+                          LatencySettings(warmup=1, repeats=3, threads=1), torch.device("cpu"))
+    assert again == calls                                               # the same order every time: seeded
 
 
 def test_measure_specs_times_each_network_once_and_keeps_it(small, b0, monkeypatch):
