@@ -159,6 +159,7 @@ def test_a_latency_search_with_a_table_runs_and_times_its_family(run_cli, study)
     code, out, err = run_cli("scale", "run", study(), "--phi", "0-1", "--format", "json")
     assert code == 0, err
     predicted = "solved on its latency predicted by the table" in err
+    assert re.search(rf"grid \[1/\d+\] .*, {'predicted' if predicted else 'measured'} ratio", err), err
     assert "does not exist: building one for this device" in err and "error on 4 held-out networks" in err
     assert re.search(r"each member's resolution solved on its latency (predicted by the table|measured on cpu), "
                      r"then its latency timed on cpu", err), err

@@ -236,8 +236,10 @@ def examined_points(alpha: tuple[float, float], beta: tuple[float, float], step:
 
 def feasible_grid(base: NetworkSpec, alpha: tuple[float, float], beta: tuple[float, float], step: float,
                   cost: CostFn, target: float, tolerance: float,
-                  progress: Callable[[str], None] | None = None) -> tuple[list[Candidate], int]:
-    """(feasible candidates, points examined).
+                  progress: Callable[[str], None] | None = None, ratio_is: str = "measured",
+                  ) -> tuple[list[Candidate], int]:
+    """(feasible candidates, points examined); `ratio_is` says in the progress lines how the ratios were had
+    ("predicted" when a latency table gave them).
 
     Points whose depth and width alone overshoot the target at gamma = 1 (alpha * beta^2 > c * (1 +
     tolerance)) are skipped without measuring. Points that round to the same network as an earlier
@@ -258,7 +260,7 @@ def feasible_grid(base: NetworkSpec, alpha: tuple[float, float], beta: tuple[flo
             feasible.append(cand)
         if progress:
             progress(f"grid [{i}/{len(points)}] alpha {a:g} beta {b:g}: resolution {cand.resolution0}->"
-                     f"{cand.resolution1}, measured ratio {cand.ratio:.3f} ({verdict})")
+                     f"{cand.resolution1}, {ratio_is} ratio {cand.ratio:.3f} ({verdict})")
     return feasible, len(points)
 
 

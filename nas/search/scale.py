@@ -161,8 +161,9 @@ class ScaleJob:
             s = self.config.search
             progress(f"enumerating the grid: alpha {s.alpha}, beta {s.beta}, step {s.step}, "
                      f"{s.cost} ratio within {s.target:g} +- {s.tolerance:.0%}")
-            feasible, examined = feasible_grid(self.target_base(), s.alpha, s.beta, s.step, self.cost(),
-                                               s.target, s.tolerance, progress)
+            cost, _, table = study_cost(self.config)
+            feasible, examined = feasible_grid(self.target_base(), s.alpha, s.beta, s.step, cost, s.target,
+                                               s.tolerance, progress, "predicted" if table else "measured")
             if not feasible:
                 raise NasError(f"{self.config.source}: no grid point meets the constraint ({examined} examined): "
                                f"widen search.alpha/search.beta, or raise search.tolerance")
