@@ -200,13 +200,18 @@ def test_frontier_measures_again_when_the_latency_settings_change(tiny_study, mo
     import nas.search.frontier as frontier
     from nas.latency import Latency
 
-    measured = []
+    measured, calls = [], []
 
-    def fake_measure(spec, settings, *args):
-        measured.append(settings)
-        return Latency(1.0 + len(measured), 1.0, 1.0, settings.batch_size, settings.device)
+    def fake_measure(specs, settings, *args, **kwargs):      # one measurement for every network it is given
+        calls.append(len(specs))
+        out = []
+        for spec in specs:
+            assert spec.resolution >= 224                      # the full-size network, not the proxy
+            measured.append(settings)
+            out.append(Latency(1.0 + len(measured), 1.0, 1.0, settings.batch_size, settings.device))
+        return out
 
-    monkeypatch.setattr(frontier, "measure_spec", fake_measure)
+    monkeypatch.setattr(frontier, "measure_specs", fake_measure)
     cfg = load_study(tiny_study())
     study = _study()
     family = frontier.compound_family("searched", 1.2, 1.1, 1.15)
@@ -216,7 +221,7 @@ def test_frontier_measures_again_when_the_latency_settings_change(tiny_study, mo
         return job.members(study, lambda msg: None)
 
     first = members(LatencySettings(repeats=3))
-    assert len(measured) == 2 and all(m["latency_conditions"]["repeats"] == 3 for m in first)
+    assert calls == [2] and len(measured) == 2 and all(m["latency_conditions"]["repeats"] == 3 for m in first)
     assert members(LatencySettings(repeats=3)) == first and len(measured) == 2     # same settings: kept
     again = members(LatencySettings(repeats=4))
     assert len(measured) == 4 and all(m["latency_conditions"]["repeats"] == 4 for m in again)
