@@ -487,6 +487,18 @@ class LatencyTable:
         self.entries.update(zip(parts, timed, strict=True))
         self._sides = None
 
+    def grow(self, specs: Sequence[NetworkSpec], settings: LatencySettings, resolution: int | None = None,
+             in_channels: int = 3, num_classes: int = 1000, whole: bool = False,
+             progress: Progress | None = None) -> tuple[list[list[Piece]], list[Latency]]:
+        """Time the pieces of `specs` the table lacks (with `whole`, in one measurement with the networks
+        themselves) and add them: (the new pieces per network, the networks' latencies, or none)."""
+        new = self.unknown(specs, resolution, in_channels, num_classes)
+        parts = _flat(new)
+        timed, networks = measure_pieces_and_networks(parts, specs if whole else (), settings, resolution,
+                                                      in_channels, num_classes, progress)
+        self.add(parts, timed)
+        return new, networks
+
     def sum_ms(self, spec: NetworkSpec, resolution: int | None = None, in_channels: int = 3,
                num_classes: int = 1000) -> float:
         """The uncalibrated prediction: the sum of the pieces' medians, repeated blocks counted each time."""
@@ -565,8 +577,7 @@ def build_table(specs: Sequence[NetworkSpec], settings: LatencySettings, resolut
     """A table holding every distinct piece of `specs`, all timed in one measurement (built once, reused by `load`)."""
     table = LatencyTable(settings=settings, conditions=measurement_conditions(settings),
                          torch_version=torch.__version__, built_from=dict(built_from or {}))
-    new = _flat(table.unknown(specs, resolution, in_channels, num_classes))
-    table.add(new, measure_pieces_and_networks(new, (), settings, progress=progress)[0])
+    table.grow(specs, settings, resolution, in_channels, num_classes, progress=progress)
     return table
 
 
@@ -644,9 +655,7 @@ def evaluate_table(table: LatencyTable, specs: Sequence[NetworkSpec], settings: 
     settings = settings or table.settings
     table.check(settings)
     check_sample_size(len(specs))
-    new = table.unknown(specs, resolution, in_channels, num_classes)
-    timed, _ = measure_pieces_and_networks(_flat(new), specs, settings, resolution, in_channels, num_classes, progress)
-    table.add(_flat(new), timed)
+    new, _ = table.grow(specs, settings, resolution, in_channels, num_classes, whole=True, progress=progress)
     rows = measure_networks(specs, settings, resolution, in_channels, num_classes, progress)
     rows["sum_ms"] = [round(table.sum_ms(s, resolution, in_channels, num_classes), 3) for s in specs]
     rows["predicted_ms"] = [round(table.predict(s, resolution, in_channels, num_classes), 3) for s in specs]
@@ -669,10 +678,8 @@ def calibrate(table: LatencyTable, specs: Sequence[NetworkSpec], resolution: int
     """Fit `table.calibration` on whole networks. Their pieces the table lacks are timed with them, in one
     measurement, and kept: calibrating is part of building."""
     check_sample_size(len(specs), "calibrating a latency table", "--calibration")
-    new = _flat(table.unknown(specs, resolution, in_channels, num_classes))
-    timed, measured = measure_pieces_and_networks(new, specs, table.settings, resolution, in_channels, num_classes,
-                                                  progress)
-    table.add(new, timed)
+    _, measured = table.grow(specs, table.settings, resolution, in_channels, num_classes, whole=True,
+                             progress=progress)
     table.calibration = fit_calibration([table.sum_ms(s, resolution, in_channels, num_classes) for s in specs],
                                         [len(pieces(s, resolution, in_channels, num_classes)) for s in specs],
                                         [m.median_ms for m in measured])

@@ -243,10 +243,10 @@ class FrontierJob:
         return optuna.pruners.NopPruner()     # every point trains its full budget
 
     # ----------------------------------------------------------------------------------- members
-    def full_size(self, proxy: ProxyFamily, spec: NetworkSpec) -> NetworkSpec:
-        """The deployed network a proxy member stands for: the study's base (its own stem) at the member's
+    @staticmethod
+    def full_size(base: NetworkSpec, proxy: ProxyFamily, spec: NetworkSpec) -> NetworkSpec:
+        """The deployed network a proxy member stands for: the study's `base` (its own stem) at the member's
         width and depth multipliers, at the base's resolution scaled as the member's is from the proxy's."""
-        base = load_spec(self.config.space)
         return target_member(base, spec.depth_mult / proxy.depth, spec.width_mult / proxy.width,
                              round(base.resolution * spec.resolution / proxy.resolution))
 
@@ -255,7 +255,7 @@ class FrontierJob:
         member's full-size network (`full_size`), all those not measured before timed in one interleaved
         measurement; it is kept per network and measurement conditions (device and its hardware, runtime,
         batch, threads, warm-up, repeats; stored beside the figure): other settings measure again."""
-        data, proxy = proxy_data(self.config), proxy_family(self.config)
+        data, proxy, deployed = proxy_data(self.config), proxy_family(self.config), load_spec(self.config.space)
         shape = (data.in_channels, data.num_classes)
 
         def flops(spec: NetworkSpec) -> float:
@@ -321,7 +321,7 @@ class FrontierJob:
                     progress(f"warning: {family.label} at phi {phi:g} comes no closer than "
                              f"{member['flops_vs_reference']:.2f}x the {reference.name} member's FLOPs (rounding "
                              f"steps are coarse in this proxy); it is trained and plotted at its own FLOPs")
-                full = self.full_size(proxy, spec)
+                full = self.full_size(deployed, proxy, spec)
                 member["full_size_resolution"] = full.resolution
                 if self.latency is not None and net not in latencies:
                     to_time[net] = full
