@@ -14,8 +14,9 @@ import argparse
 import time
 
 from nas.config import load_study
-from nas.search.constraint import feasible_grid, latency_cost
-from nas.search.predictor import search_table
+from nas.cost import latency_cost
+from nas.latency import search_table
+from nas.search.constraint import feasible_grid
 from nas.spec import load_spec
 
 

@@ -1,14 +1,49 @@
-"""spec -> torch.nn.Module. The one place a NetworkSpec becomes layers."""
+"""spec -> torch.nn.Module. The one place a NetworkSpec becomes layers.
+
+`stem`, `block` and `head` build each part of a network; `EfficientNet` is made of them, and so are the
+pieces a latency table times alone (nas.latency.pieces), so a piece is exactly the layers it stands for.
+"""
 
 from __future__ import annotations
 
 import itertools
+from typing import NamedTuple
 
 import torch
 from torch import nn
 
 from nas.blocks import BLOCKS, ResidualBlock, conv_bn_act
-from nas.spec import NetworkSpec
+from nas.spec import BlockSpec, NetworkSpec
+
+STEM_KERNEL = 3
+
+
+def stem(in_channels: int, channels: int, stride: int, act: str) -> nn.Module:
+    """The stem: a 3x3 convolution (STEM_KERNEL) with batch norm and the activation."""
+    return conv_bn_act(in_channels, channels, STEM_KERNEL, stride, act=act)
+
+
+def block(spec: BlockSpec, act: str) -> nn.Module:
+    """One block of the type `spec.block` names (nas.blocks.BLOCKS)."""
+    return BLOCKS[spec.block](spec, act)
+
+
+class Head(NamedTuple):
+    """The layers after the last stage, in forward order. `EfficientNet` holds them as its own attributes
+    (their names are the state_dict's keys); `sequential` runs them alone."""
+
+    conv: nn.Module             # 1x1 convolution to the head's channels, batch norm, activation
+    pool: nn.Module
+    dropout: nn.Module
+    classifier: nn.Linear
+
+    def sequential(self) -> nn.Sequential:
+        return nn.Sequential(self.conv, self.pool, nn.Flatten(), self.dropout, self.classifier)
+
+
+def head(in_channels: int, channels: int, num_classes: int, act: str, dropout: float = 0.0) -> Head:
+    return Head(conv_bn_act(in_channels, channels, 1, act=act), nn.AdaptiveAvgPool2d(1), nn.Dropout(dropout),
+                nn.Linear(channels, num_classes))
 
 
 class EfficientNet(nn.Module):
@@ -22,14 +57,12 @@ class EfficientNet(nn.Module):
         super().__init__()
         self.spec = spec
         act = spec.activation
-        self.stem = conv_bn_act(in_channels, spec.stem_channels, 3, spec.stem_stride, act=act)
+        self.stem = stem(in_channels, spec.stem_channels, spec.stem_stride, act)
         self.stages = nn.Sequential(*(
-            nn.Sequential(*(BLOCKS[b.block](b, act) for b in stage_blocks))
+            nn.Sequential(*(block(b, act) for b in stage_blocks))
             for _, stage_blocks in itertools.groupby(spec.blocks(), key=lambda b: b.stage)))
-        self.head = conv_bn_act(spec.stages[-1].channels, spec.head_channels, 1, act=act)
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.dropout = nn.Dropout(spec.dropout)
-        self.classifier = nn.Linear(spec.head_channels, num_classes)
+        self.head, self.pool, self.dropout, self.classifier = head(spec.stages[-1].channels, spec.head_channels,
+                                                                   num_classes, act, spec.dropout)
         _init_weights(self)
 
     @property

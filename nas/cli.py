@@ -1,6 +1,7 @@
 """The `nas` command: the parser of every subcommand (nas/commands/) and what each kind of failure prints.
 
-Exit codes: 0 success, 2 bad input (one line on stderr naming the fix), 130 interrupted, 1 anything else.
+Exit codes (nas.errors.ExitCode): 0 success, 2 bad input (one line on stderr naming the fix), 130 interrupted,
+1 anything else.
 Every command that prints a table takes --format table|json|csv; json and csv go to stdout alone and
 progress goes to stderr, so scripts can read stdout.
 """
@@ -13,7 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from nas.commands import Parser, frontier, latency, materialize, search, train
-from nas.errors import NasError, SearchAborted
+from nas.errors import ExitCode, NasError, SearchAborted
 from nas.validation import InvalidField
 
 
@@ -31,24 +32,24 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return args.func(args) or 0
+        return args.func(args) or ExitCode.OK
     except InvalidField as e:
         # A setting built from command-line options: name the option as the user typed it.
         message = f"--{e.field.replace('_', '-')} {e.value}: must be {e.allowed}" if e.source is None else str(e)
         print(f"nas {args.command}: error: {message}", file=sys.stderr)
-        return 2
+        return ExitCode.BAD_INPUT
     except NasError as e:
         print(f"nas {args.command}: error: {e}", file=sys.stderr)
-        return 2
+        return ExitCode.BAD_INPUT
     except KeyboardInterrupt:
         print(f"nas {args.command}: interrupted", file=sys.stderr)
-        return 130
+        return ExitCode.INTERRUPTED
     except SearchAborted as e:
         print(f"nas {args.command}: stopped: {e}", file=sys.stderr)
-        return 1
+        return ExitCode.BUG
     except BrokenPipeError:  # stdout closed early (nas ... | head): not an error of ours
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
+        return ExitCode.OK
 
 
 if __name__ == "__main__":

@@ -180,6 +180,10 @@ class SearchSettings:
     # max_seeds; the others stop (nas/search/racing.py).
     racing: bool = checked(False, BOOLEAN)
     max_seeds: int = checked(8, integer(1, 50))
+    # Budget racing (grid only; successive halving, nas/search/racing.py): `rungs` budgets, eta^-(rungs-1) ..
+    # eta^-1, 1 of proxy.train's; at each the best 1/eta, and those tied with the best, go on. 1: off.
+    rungs: int = checked(1, integer(1, 4))
+    eta: int = checked(3, integer(2, 8))
     latency: LatencySettings = LatencySettings()
     # cost: latency: time every candidate (measure), or predict it from a calibrated per-block lookup table
     # built once for the device (table; the family is still measured). latency_table: the table's file.
@@ -194,6 +198,9 @@ class SearchSettings:
         if self.racing:
             require(self.sampler == "grid", "search", "racing", self.racing,
                     "false unless search.sampler is grid (a race needs the whole field of candidates)")
+        if self.rungs > 1:
+            require(self.sampler == "grid", "search", "rungs", self.rungs,
+                    "1 unless search.sampler is grid (budget racing needs the whole field of candidates)")
             require(self.max_seeds > self.seeds, "search", "max_seeds", self.max_seeds,
                     f"more than search.seeds ({self.seeds}) when racing")
         for f in ("alpha", "beta"):   # [1, 2] from YAML and (1.0, 2.0) are one study (one fingerprint)
@@ -209,6 +216,22 @@ class SearchSettings:
         def axis(lo: float, hi: float) -> int:
             return int((hi - lo) / self.step + 1e-9) + 1
         return axis(*self.alpha) * axis(*self.beta)
+
+
+@dataclass(frozen=True)
+class ConfirmSettings:
+    """The confirmation of a coefficient search (nas scale confirm): its leaders retrained at a larger budget,
+    to measure whether the proxy's ranking holds."""
+
+    run: bool = checked(False, BOOLEAN)                 # as the last stage of nas scale run
+    top: int = checked(4, integer(2, 50))               # the best `top` candidates, and every one tied with the best
+    epochs: float = checked(3.0, number(1, 100, note="times proxy.train's training"))
+    images: float = checked(2.0, number(1, 100, note="times the proxy's training images, as far as the data has them"))
+    seeds: int = checked(2, integer(1, 10))
+    phi: int = checked(1, integer(1, 2))                # retrain the phi = 1 proxy the search trained, or phi = 2
+
+    def __post_init__(self) -> None:
+        check_fields(self)
 
 
 @dataclass(frozen=True)
@@ -273,6 +296,7 @@ class StudyConfig:
     storage: str | None = None
     description: str = ""
     arch: ArchSettings | None = None     # set: a block-level search; unset: a coefficient search
+    confirm: ConfirmSettings = ConfirmSettings()
     source: str = dataclasses.field(default="<study>", compare=False)
 
     @property
@@ -289,14 +313,18 @@ class StudyConfig:
         return d
 
     def fingerprint(self) -> str:
-        """What the results depend on; storage, description and heartbeat may change on resume."""
+        """What the search's results depend on; storage, description, heartbeat and the confirmation (a study of
+        its own beside the search) may change on resume."""
         d = self.to_dict()
-        for key in ("storage", "description", "heartbeat"):
+        for key in ("storage", "description", "heartbeat", "confirm"):
             d.pop(key)
         # Settings added since studies were first stored count only away from their defaults, so a study
         # made before them keeps its fingerprint and resumes (racing's only when racing is on).
         if not self.search.racing:
             for key in ("racing", "max_seeds"):
+                d["search"].pop(key)
+        if self.search.rungs == 1:
+            for key in ("rungs", "eta"):
                 d["search"].pop(key)
         if self.search.family_phis == SearchSettings.family_phis:
             d["search"].pop("family_phis")
@@ -316,7 +344,8 @@ class StudyConfig:
 
 # ------------------------------------------------------------------------------------------ loading
 
-_TOP_KEYS = {"name", "description", "space", "proxy", "search", "arch", "pruner", "heartbeat", "seed", "storage"}
+_TOP_KEYS = {"name", "description", "space", "proxy", "search", "arch", "pruner", "heartbeat", "seed", "storage",
+             "confirm"}
 
 
 def resolve_study_path(name_or_path: str | Path) -> Path:
@@ -330,6 +359,12 @@ def resolve_study_path(name_or_path: str | Path) -> Path:
     examples = ", ".join(sorted(f.stem for f in STUDIES_DIR.glob("*.yaml")))
     raise NasError(f"study file {name_or_path} does not exist: give the path to a YAML file, or the name of an "
                    f"example study ({examples})")
+
+
+def is_example(name: str | Path) -> bool:
+    """Whether `name` is the name of an example study shipped with the package (quickstart, cluttered)."""
+    p = Path(name)
+    return len(p.parts) == 1 and p.suffix == "" and (STUDIES_DIR / f"{p}.yaml").is_file()
 
 
 def is_study_file(name_or_path: str | Path) -> bool:
@@ -368,6 +403,7 @@ def study_from_dict(d: dict[str, Any], src: str) -> StudyConfig:
     proxy = from_mapping(ProxySettings, proxy_raw, src, "proxy", train=train)
     pruner = from_mapping(PrunerSettings, d.get("pruner"), src, "pruner")
     heartbeat = from_mapping(HeartbeatSettings, d.get("heartbeat"), src, "heartbeat")
+    confirm = from_mapping(ConfirmSettings, d.get("confirm"), src, "confirm")
     seed = d.get("seed", 0)
     require(integer(0)(seed), src, "seed", seed, "an integer >= 0")
     storage = d.get("storage")
@@ -385,8 +421,11 @@ def study_from_dict(d: dict[str, Any], src: str) -> StudyConfig:
     else:
         arch = None
         search = _section(SearchSettings, d.get("search"), src, "search")
+    if d.get("confirm") is not None and arch is not None:
+        raise NasError(f"{src}: field 'confirm' confirms a coefficient search; a block-level search ('arch') has none")
     return StudyConfig(name=name, description=description, space=d["space"], proxy=proxy, search=search,
-                       pruner=pruner, heartbeat=heartbeat, seed=seed, storage=storage, arch=arch, source=src)
+                       pruner=pruner, heartbeat=heartbeat, seed=seed, storage=storage, arch=arch, confirm=confirm,
+                       source=src)
 
 
 def _section(cls: type, raw: Any, src: str, prefix: str) -> Any:

@@ -8,39 +8,29 @@ from collections.abc import Sequence
 import torch
 
 from nas.errors import NasError
+from nas.validation import InvalidField
 
 
 def resolve_device(name: str) -> torch.device:
-    """auto (cuda when present), cpu, cuda or cuda:N; a GPU asked for but absent is a one-line error."""
+    """auto (cuda when present), cpu, cuda or cuda:N. A GPU asked for but absent is an InvalidField on
+    `device`: the command line shows it as --device, a study file's loader names its own field."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise NasError(f"device {name} asked for, but this torch build sees no CUDA GPU: use --device cpu")
+        raise InvalidField("device", name, "cpu or auto: this torch build sees no CUDA GPU")
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise NasError(f"device {name!r} is not known: use auto, cpu, cuda or cuda:N") from None
+        raise InvalidField("device", name, "auto, cpu, cuda or cuda:N") from None
     if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise NasError(f"device {name} asked for, but this machine has {torch.cuda.device_count()} GPU(s): "
-                       f"use cuda:0..cuda:{torch.cuda.device_count() - 1}")
+        raise InvalidField("device", name, f"cuda:0..cuda:{torch.cuda.device_count() - 1}: this machine has "
+                                           f"{torch.cuda.device_count()} GPU(s)")
     return device
 
 
 def default_threads() -> int:
     """The cores this process may run on (its affinity mask, not the machine's core count)."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
-def parse_gpus(text: str) -> list[int]:
-    """--gpus '0,2' -> [0, 2]: each GPU id once."""
-    try:
-        gpus = [int(g) for g in text.split(",")]
-    except ValueError:
-        raise NasError(f"--gpus {text!r}: give comma-separated GPU ids such as 0,2") from None
-    if len(set(gpus)) < len(gpus) or any(g < 0 for g in gpus):
-        raise NasError(f"--gpus {text}: give each GPU id (0 or more) once, such as 0,2; workers beyond the GPUs "
-                       f"share them with --force-workers")
-    return gpus
 
 
 def training_gpus(device: str, asked: Sequence[int] | None = None) -> list[int]:

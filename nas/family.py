@@ -1,16 +1,16 @@
-"""Materialize a family: members from coefficients or the paper's table, their measured cost, files.
+"""A family: members from coefficients or the paper's table, their measured cost, files.
 
 The table compares measured FLOPs of each rounded member against phi = 0, next to the 2^phi a
 compound rule with alpha*beta^2*gamma^2 = 2 promises; `phi_measured` = log2(measured ratio) shows
-where a member really sits (the paper's B7 lands near 6.6).
+where a member really sits (the paper's B7 lands near 6.6). `study_family` is the family of a
+coefficient study, solved on the study's own cost: the one function `nas scale run`, `nas materialize
+--study` and the report build it with.
 """
 
 from __future__ import annotations
 
 import functools
 import math
-import os
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,162 +19,29 @@ import pandas as pd
 import torch
 
 from nas.builder import build_model
-from nas.config import LatencySettings
+from nas.config import LatencySettings, StudyConfig
+from nas.cost import CostFn, closest_resolution, flops_cost, study_cost
 from nas.errors import NasError
 from nas.flops import activations_at, flops_at, params_of
-from nas.scaling import PAPER_TABLE, compound, paper_member, scale
+from nas.latency import measure_networks, table_path
+from nas.scaling import compound, paper_member, scale
 from nas.spec import MAX_RESOLUTION, NetworkSpec, load_spec, save_spec
+from nas.validation import InvalidField
 
 Member = tuple[float, NetworkSpec]       # (phi, the rounded network)
-MAX_PHI = 16
-MAX_MEMBERS = 64
-
-_RANGE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*-\s*(\d+(?:\.\d+)?)\s*$")
 
 
-def parse_phis(text: str) -> list[float]:
-    """'0-7' (whole steps from the low end), '0,0.5,1' or '3'."""
-    m = _RANGE.match(text)
-    if m:
-        lo, hi = float(m[1]), float(m[2])
-        if lo > hi:
-            raise NasError(f"--phi {text}: the range is empty, write it low-high such as 0-7")
-        if hi - lo >= MAX_MEMBERS:
-            raise NasError(f"--phi {text}: {int(hi - lo) + 1} members, at most {MAX_MEMBERS}")
-        phis = [lo + i for i in range(int(hi - lo) + 1)]
-    else:
-        try:
-            phis = [float(p) for p in text.split(",") if p.strip()]
-        except ValueError:
-            phis = []
-    if not phis:
-        raise NasError(f"--phi {text!r} is not a number, a range like 0-7 or a list like 0,0.5,1")
-    for p in phis:
-        if not p >= 0:
-            raise NasError(f"--phi {p:g} is negative: phi must be >= 0")
-        if p > MAX_PHI:
-            raise NasError(f"--phi {p:g}: at most {MAX_PHI} (2^{MAX_PHI} times the base's cost)")
-    if len(phis) > MAX_MEMBERS:
-        raise NasError(f"--phi {text}: {len(phis)} members, at most {MAX_MEMBERS}")
-    return phis
-
-
-def width_depth_member(base: NetworkSpec, width: float, depth: float) -> NetworkSpec:
-    """`base` itself, or base scaled by a width and depth multiplier at its resolution (<base>-w<W>-d<D>)."""
-    if (width, depth) == (1.0, 1.0):
-        return base
-    return scale(base, width, depth, base.resolution, name=f"{base.name}-w{width:g}-d{depth:g}")
-
-
-def networks_from_flags(space: str | None = None, resolution: int | None = None, stem_stride: int | None = None,
-                        width: float = 1.0, depth: float = 1.0, preset: str | None = None,
-                        alpha: float | None = None, beta: float | None = None, gamma: float | None = None,
-                        phi: str | None = None, default_phis: str | None = "0-3",
-                        resolution_multiple: int = 1, one: bool = False) -> list[Member]:
-    """The networks a command's flags mean: one base scaled by width and depth, the paper's table
-    (`preset="paper"`), or a compound family (alpha, beta, gamma), over the phis of `phi`.
-
-    `resolution` replaces the base's; the paper's members then keep their resolution's ratio to B0's.
-    Contradictory or incomplete flags are one-line errors naming the flags; `one` asks for exactly one network.
-    """
-    base = load_spec(space or "efficientnet_b0")
-    if resolution:
-        base = base.replace(resolution=resolution)
-    if stem_stride is not None:
-        base = base.replace(stem_stride=stem_stride)
-    coeffs = (alpha, beta, gamma)
-    compound_given = any(c is not None for c in coeffs)
-    if preset and compound_given:
-        raise NasError("--preset and --alpha/--beta/--gamma exclude each other: give one of them")
-    if not (preset or compound_given):
-        if phi is not None:
-            raise NasError("--phi picks family members: add --preset paper or --alpha --beta --gamma")
-        return [(0.0, width_depth_member(base, width, depth))]
-    if (width, depth) != (1.0, 1.0):
-        raise NasError("give --width/--depth for one network or a family (--preset, --alpha/--beta/--gamma), "
-                       "not both")
-    if phi is None and default_phis is None:
-        raise NasError("--phi is missing: the compound rule needs all of --alpha --beta --gamma --phi")
-    phis = parse_phis(phi or default_phis or "")
-    if one and len(phis) != 1:
-        raise NasError(f"--phi {phi}: this command takes one network, give one value such as 1")
-    if alpha is not None and beta is not None and gamma is not None:
-        return compound_family(base, alpha, beta, gamma, phis, resolution_multiple)
-    if compound_given:
-        raise NasError("a compound family needs all of --alpha --beta --gamma")
-    members = paper_family(base, phis)
-    if resolution:  # the table's resolutions keep their ratio to B0's on a base of `resolution` px
-        b0_resolution = PAPER_TABLE["B0"][2]
-        members = [(p, s.replace(resolution=round(s.resolution * resolution / b0_resolution))) for p, s in members]
-    return members
-
-
-@dataclass(frozen=True)
-class Materialized:
-    """What `nas materialize` builds: members, the base they are measured against, the cost step, the
-    compound rule's resolutions when an exact-cost family solved others, and where the coefficients came from."""
-
-    members: list[Member]
-    base: NetworkSpec
-    target: float = 2.0
-    nominal_resolutions: list[int] | None = None
-    source: str | None = None
-    latency: LatencySettings | None = None     # a latency study's family: time each member on these settings
-
-
-def materialize_members(space: str | None, preset: str | None,
-                        coefficients: tuple[float | None, float | None, float | None], study: str | None,
-                        storage: str | None, phi: str, resolution_multiple: int = 1,
-                        exact_cost: bool | None = None,
-                        progress: Callable[[str], None] | None = None) -> Materialized:
-    """The members `nas materialize` asks for: the paper's table (exactly), given coefficients, or a stored
-    study's exact winning coefficients. `exact_cost` (default: on for a study, off for given coefficients)
-    solves each member's resolution so its measured cost is target^phi times the base's: a study's own cost
-    (FLOPs, activations, or latency: predicted by the run's table when it exists and can serve, else timed),
-    FLOPs for given coefficients."""
-    given = any(c is not None for c in coefficients)
-    sources = sum([bool(preset), given, bool(study)])
-    if sources > 1:
-        raise NasError("--preset, --alpha/--beta/--gamma and --study exclude each other: give one of them")
-    if sources == 0 or (given and any(c is None for c in coefficients)):
-        raise NasError("give --preset paper, all three of --alpha --beta --gamma, or --study STUDY")
-    if preset and exact_cost:
-        raise NasError("--exact-cost solves resolutions of a compound family; --preset paper is the paper's table "
-                       "as it is: drop one of them")
-    source, target, cost, latency = None, 2.0, None, None
-    if study:
-        from nas.search.results import stored_winner
-        from nas.search.scale import study_cost
-        from nas.search.storage import find_study_config
-        name, study_space, coefficients, target = stored_winner(study, storage)
-        space = space or study_space
-        config = find_study_config(study, storage)
-        source = (f"study '{name}': best coefficients alpha {coefficients[0]:.4g} beta {coefficients[1]:.4g} "
-                  f"gamma {coefficients[2]:.4g}")
-        if exact_cost is not False and config.search.cost != "flops":
-            cost, words, _ = study_cost(config, build_table=False, progress=progress)
-            latency = config.search.latency if config.search.cost == "latency" else None
-            source += f"; each member's resolution solved on its {words}"
-    base = load_spec(space or "efficientnet_b0")
-    alpha, beta, gamma = coefficients
-    if exact_cost if exact_cost is not None else bool(study):
-        assert alpha is not None and beta is not None and gamma is not None
-        members, nominal = exact_cost_family(base, alpha, beta, gamma, parse_phis(phi), target, cost=cost)
-        return Materialized(members, base, target, nominal, source, latency)
-    members = networks_from_flags(space, preset=preset, alpha=alpha, beta=beta, gamma=gamma, phi=phi,
-                                  resolution_multiple=resolution_multiple)
-    return Materialized(members, base, target, None, source)
-
-
-def paper_family(base: NetworkSpec, phis: Sequence[float]) -> list[tuple[float, NetworkSpec]]:
+def paper_family(base: NetworkSpec, phis: Sequence[float]) -> list[Member]:
+    """B0..B7 of the paper's table, phi k standing for Bk."""
     bad = [p for p in phis if p != int(p) or not 0 <= p <= 7]
     if bad:
-        raise NasError(f"--preset paper has members 0..7 (B0..B7), not {bad[0]:g}: use whole numbers in 0-7")
+        raise InvalidField("phi", f"{bad[0]:g}", "whole numbers in 0-7: the paper's table has members B0..B7")
     return [(p, paper_member(base, int(p))) for p in phis]
 
 
 def compound_family(base: NetworkSpec, alpha: float, beta: float, gamma: float, phis: Sequence[float],
-                    resolution_multiple: int = 1) -> list[tuple[float, NetworkSpec]]:
+                    resolution_multiple: int = 1) -> list[Member]:
+    """The compound rule as it is: resolution gamma^phi, rounded to `resolution_multiple`."""
     return [(p, compound(base, alpha, beta, gamma, p, resolution_multiple)) for p in phis]
 
 
@@ -184,7 +51,7 @@ WIDTH_NUDGES = (1.0, 0.99, 1.01, 0.98, 1.02, 0.97, 1.03, 0.96, 1.04, 0.95, 1.05)
 
 def exact_cost_family(base: NetworkSpec, alpha: float, beta: float, gamma: float, phis: Sequence[float],
                       target: float = 2.0, tolerance: float = 0.1,
-                      cost: Callable[[NetworkSpec, int], float] | None = None) -> tuple[list[Member], list[int]]:
+                      cost: CostFn | None = None) -> tuple[list[Member], list[int]]:
     """(members, their nominal resolutions): members whose measured cost is target^phi times the base's.
 
     Depth and width are the compound rule's (alpha^phi, beta^phi, rounded as always); the resolution is
@@ -196,9 +63,7 @@ def exact_cost_family(base: NetworkSpec, alpha: float, beta: float, gamma: float
     can add a row and a column to the last feature maps), so when no resolution lands within `tolerance` the
     width multiplier is nudged by up to 5 % (WIDTH_NUDGES) to move channel rounding onto another step; the
     nearest member found is kept either way (docs/scaling.md)."""
-    from nas.search.constraint import closest_resolution
-
-    cost = cost or flops_at
+    cost = cost or flops_cost(3, 1000)
     base_cost = cost(base, base.resolution)
     members, nominal = [], []
     for phi in phis:
@@ -318,29 +183,67 @@ def with_measured_latency(table: pd.DataFrame, members: Sequence[Member], settin
     """`table` (family_table's) with each member's latency measured for real: a latency search may have
     predicted its candidates from a lookup table, but the family it hands over is timed. `latency_ratio` is
     to the member with the smallest phi, to read against target_ratio."""
-    from nas.latency import measure_networks
-
     ms = measure_networks([spec for _, spec in members], settings, progress=progress)["median_ms"]
     return table.assign(latency_ms=ms.values, latency_ratio=(ms / ms[table["phi"].idxmin()]).round(3).values)
 
 
-def write_family(members: Sequence[tuple[float, NetworkSpec]], out_dir: Path, save_models: bool = False,
+@dataclass(frozen=True)
+class StudyFamily:
+    """The family of a coefficient study: its members, their table, and how their resolutions were solved."""
+
+    members: list[Member]
+    nominal_resolutions: list[int]     # gamma^phi as the compound rule has it, beside the solved ones
+    table: pd.DataFrame                # family_table's rows (with latency_ms and latency_ratio when timed)
+    solved_on: str                     # "FLOPs", "activations", "latency predicted by the table", ...
+    drift: str                         # worst_deviation's sentence, on the cost the family was judged on
+
+
+def study_family(config: StudyConfig, coefficients: tuple[float, float, float], phis: Sequence[float],
+                 progress: Callable[[str], None] | None = None, *, timed: bool = True,
+                 build_table: bool = True) -> StudyFamily:
+    """The family of a study's coefficients on its base, each member's resolution solved so that its cost is
+    target^phi times the base's, on the study's own cost: a latency study's family doubles its latency, not
+    its FLOPs, and is then timed for real, whatever predicted it, and judged on those timings.
+
+    `timed` off solves a latency study's family on FLOPs instead and times nothing (the report: eight members
+    up to B7 size would each take seconds to time); `build_table` off measures instead of building a missing
+    latency table (a command that reads a study does not spend minutes building one). Pieces the run's own
+    table gains while members are solved are saved with it, so the next solve predicts the same resolutions
+    without timing them again."""
+    s, base = config.search, load_spec(config.space)
+    on = s.cost if timed else ("flops" if s.cost == "latency" else s.cost)
+    cost, words, table = study_cost(config, build_table, progress) if on != "flops" else (flops_cost(3, 1000),
+                                                                                          "FLOPs", None)
+    known = len(table.entries) if table else 0
+    if progress:
+        then = f", then its latency timed on {s.latency.device}" if on == "latency" else ""
+        progress(f"materializing the family: phi {', '.join(f'{p:g}' for p in phis)}, each member's resolution "
+                 f"solved on its {words}{then}")
+    if progress and on == "latency":        # each timing of a large member takes seconds: say each one
+        solving_cost = cost
+
+        def cost(spec: NetworkSpec, resolution: int) -> float:
+            value = solving_cost(spec, resolution)
+            progress(f"  {spec.name} at {resolution} px: {value:.1f} ms")
+            return value
+    members, nominal = exact_cost_family(base, *coefficients, phis, s.target, cost=cost)
+    if table and len(table.entries) > known and not s.latency_table:    # a table the study names is the user's
+        table.save(table_path(config))
+        if progress:
+            progress(f"kept the {len(table.entries) - known} pieces timed for the family in {table_path(config)}")
+    family = family_table(members, reference=base, target=s.target, nominal_resolutions=nominal)
+    if on == "latency":
+        family = with_measured_latency(family, members, s.latency, progress)
+    return StudyFamily(members, nominal, family, words, worst_deviation(family, s.target, on))
+
+
+def write_family(members: Sequence[Member], out_dir: Path, save_models: bool = False,
                  num_classes: int = 1000, in_channels: int = 3) -> list[Path]:
     """One spec YAML per member (and, with `save_models`, the state dict of a freshly built model)."""
-    check_out_dir(out_dir)
     try:
         return _write_members(members, out_dir, save_models, num_classes, in_channels)
     except OSError as e:
-        raise NasError(f"--out {out_dir}: cannot write there ({e.strerror}): give a writable folder") from None
-
-
-def check_out_dir(out_dir: Path) -> None:
-    """Refuse a folder that cannot be one before any work: an existing file, or a place that is not writable."""
-    if out_dir.exists() and not out_dir.is_dir():
-        raise NasError(f"--out {out_dir} is a file: give a folder to write the members into")
-    existing = next((p for p in (out_dir, *out_dir.parents) if p.exists()), None)
-    if existing is not None and not os.access(existing, os.W_OK):
-        raise NasError(f"--out {out_dir}: {existing} is not writable: give a writable folder")
+        raise InvalidField("out", str(out_dir), f"a writable folder ({e.strerror})") from None
 
 
 def _write_members(members: Sequence[Member], out_dir: Path, save_models: bool, num_classes: int,

@@ -121,8 +121,9 @@ def plot_frontier(table: pd.DataFrame, x: str, path_stem: Path, title: str, subt
 def plot_grid(trials: pd.DataFrame, path_stem: Path, title: str,
               paper: tuple[float, ...] | None = (1.2, 1.1, 1.15)) -> list[Path]:
     """The coefficient search in the α-β plane: finished trials coloured by proxy accuracy and labelled
-    with γ, pruned, infeasible and failed trials in their own markers, the winner (rank 1) starred and
-    the paper's point (`paper` = (α, β[, γ]), None to leave it out) as a black +."""
+    with γ, pruned, infeasible and failed trials in their own markers, the best (rank 1) starred, called the
+    winner only when no other candidate is tied with it (`tied_best`; those are ringed), and the paper's
+    point (`paper` = (α, β[, γ]), None to leave it out) as a black +."""
     placed = trials[trials["alpha"].notna() & trials["beta"].notna()]
     if placed.empty:
         raise ValueError("the study has no candidate to plot")
@@ -150,13 +151,19 @@ def plot_grid(trials: pd.DataFrame, path_stem: Path, title: str,
             if pd.notna(row["gamma"]):
                 ax.annotate(f"γ{row['gamma']:.2f}", (row["alpha"], row["beta"]), xytext=(6, -9),
                             textcoords="offset points", fontsize=7, color="0.25")
-        winner = placed[placed["rank"].eq(1).fillna(False).astype(bool)]
-        if not winner.empty:
-            w = winner.iloc[0]
-            text = f"winner α {w['alpha']:.2f} β {w['beta']:.2f} γ {w['gamma']:.2f}"
+        best = placed[placed["rank"].eq(1).fillna(False).astype(bool)]
+        tied = placed[placed["tied_best"].fillna(False).astype(bool)] if "tied_best" in placed else best
+        if not best.empty:      # the verdict's words: a winner only when the tie set is the best alone
+            w, word = best.iloc[0], "winner" if len(tied) <= 1 else "best (tied)"
+            others = tied[~tied.index.isin(best.index)]
+            if not others.empty:
+                ax.scatter(others["alpha"], others["beta"], marker="o", s=260, facecolors="none",
+                           edgecolors="tab:red", linewidths=1.2, linestyle="--", zorder=4,
+                           label=f"tied with the best ({len(others)}, within the noise)")
             ax.scatter([w["alpha"]], [w["beta"]], marker="*", s=500, facecolors="none", edgecolors="tab:red",
-                       linewidths=1.6, label=text, zorder=5)
-            ax.annotate("winner", (w["alpha"], w["beta"]), xytext=(0, 12), textcoords="offset points",
+                       linewidths=1.6, label=f"{word} α {w['alpha']:.2f} β {w['beta']:.2f} γ {w['gamma']:.2f}",
+                       zorder=5)
+            ax.annotate(word, (w["alpha"], w["beta"]), xytext=(0, 12), textcoords="offset points",
                         ha="center", fontsize=9, color="tab:red", fontweight="bold")
         if paper is not None:
             ax.scatter([paper[0]], [paper[1]], marker="+", s=160, color="black", linewidths=1.8,
@@ -204,6 +211,65 @@ def plot_history(trials: pd.DataFrame, path_stem: Path, title: str) -> list[Path
         ax.set_title(title)
         ax.grid(True)
         ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
+        return _save(fig, path_stem)
+
+
+def plot_confirmation(table: pd.DataFrame, path_stem: Path, title: str, subtitle: str = "") -> list[Path]:
+    """Proxy accuracy against confirmation accuracy, one point a candidate (nas.search.confirm's table),
+    labelled with its trial and proxy rank; the confirmation's tie set ringed. The two budgets sit at other
+    accuracy levels, so what the figure shows is order: points rising to the right mean the ranking held."""
+    with matplotlib.rc_context(_STYLE):
+        fig = Figure(figsize=(6.5, 5.0), layout="constrained")
+        ax = fig.add_subplot()
+        ax.scatter(table["proxy_acc"], table["confirmed_acc"], s=60, color="tab:blue", zorder=3, label="candidate")
+        tied = table[table["tied_best"]]
+        ax.scatter(tied["proxy_acc"], tied["confirmed_acc"], s=220, facecolors="none", edgecolors="tab:red",
+                   linewidths=1.4, zorder=4, label="confirmed best, and tied with it")
+        for _, row in table.iterrows():
+            ax.annotate(f"trial {row['trial']} (#{row['proxy_rank']})", (row["proxy_acc"], row["confirmed_acc"]),
+                        xytext=(6, 4), textcoords="offset points", fontsize=8, color="0.25")
+        ax.margins(0.15)
+        ax.set_xlabel("proxy validation accuracy (the search's budget)")
+        ax.set_ylabel("validation accuracy at the confirmation budget")
+        _titles(ax, title, subtitle)
+        ax.grid(True)
+        ax.legend(loc="lower right")
+        return _save(fig, path_stem)
+
+
+def plot_calibration(accuracy: pd.DataFrame, taus: pd.DataFrame, path_stem: Path, title: str,
+                     min_tau: float) -> list[Path]:
+    """A proxy-budget calibration: left, each sampled candidate's accuracy across the budgets (`accuracy`:
+    candidate, budget, acc); right, Kendall's tau-b of each budget's ranking against the largest budget's with
+    its 95 % interval (`taus`: budget, tau_b, tau_low, tau_high) and the agreement threshold."""
+    with matplotlib.rc_context(_STYLE):
+        fig = Figure(figsize=(11.0, 4.5), layout="constrained")
+        left, right = fig.subplots(1, 2)
+        for candidate, rows in accuracy.groupby("candidate", sort=False):
+            left.plot(rows["budget"], rows["acc"], marker="o", linewidth=1.2, label=str(candidate))
+        left.set_xscale("log")
+        left.set_xlabel("budget (times the study's training, log scale)")
+        left.set_ylabel("validation accuracy")
+        left.grid(True)
+        left.legend(fontsize=8, title="candidate (α, β)", title_fontsize=8)
+        known = taus[taus["tau_b"].notna()]
+        below = known.iloc[:-1] if len(known) > 1 else known
+        right.errorbar(below["budget"], below["tau_b"],
+                       yerr=[below["tau_b"] - below["tau_low"], below["tau_high"] - below["tau_b"]],
+                       marker="o", capsize=4, color="tab:blue", label="tau-b with its 95 % interval")
+        right.axhline(min_tau, color="tab:red", linestyle="--", linewidth=1.0, label=f"agreement: tau-b >= {min_tau:g}")
+        right.set_xscale("log")
+        right.set_xlim(left.get_xlim())
+        budgets = list(taus["budget"])
+        for ax in (left, right):       # the budgets themselves as ticks: 0.111x, 0.333x, 1x, 3x
+            ax.set_xticks(budgets, [f"{b:.3g}x" for b in budgets])
+            ax.xaxis.set_minor_formatter(NullFormatter())
+        right.set_ylim(-1.05, 1.05)
+        right.set_xlabel("budget (times the study's training, log scale)")
+        right.set_ylabel(f"Kendall tau-b against {taus['budget'].iloc[-1]:g}x")
+        right.grid(True)
+        right.legend(loc="lower right")
+        fig.suptitle(title)
         return _save(fig, path_stem)
 
 

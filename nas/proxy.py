@@ -29,7 +29,7 @@ import resource
 import time
 import warnings
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import cast
 
 import torch
@@ -42,6 +42,7 @@ from nas.config import TrainConfig
 from nas.data import Dataset, augment_batch, iterate_batches, resize_images
 from nas.device import default_threads, resolve_device
 from nas.spec import NetworkSpec
+from nas.statistics import pack_correct
 from nas.steps import CapturedStep, EagerStep, Replicas, make_optimizer, set_lr
 
 # Receives (epoch, validation accuracy); returning True stops the run (how Optuna pruning plugs in).
@@ -73,6 +74,8 @@ class TrainResult:
     train_seconds: float = 0.0
     eval_seconds: float = 0.0
     job_seeds: int = 1                # seeds trained together in this job (fused), sharing these times
+    # Which validation images the last evaluation got right, one boolean each in the data's order.
+    val_correct: torch.Tensor | None = field(default=None, repr=False)
 
     @property
     def final_acc(self) -> float:
@@ -86,10 +89,9 @@ class TrainResult:
     def accuracies(self) -> list[float]:
         return [e.val_acc for e in self.epochs]
 
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d.update(final_acc=self.final_acc, best_acc=self.best_acc)
-        return d
+    def packed_correct(self) -> str | None:
+        """`val_correct` as the compact text a trial stores (nas.statistics.pack_correct)."""
+        return None if self.val_correct is None else pack_correct(self.val_correct.cpu().numpy())
 
     def summary(self, spec: NetworkSpec, dataset: str, params: int, flops: int) -> dict[str, object]:
         """One row for people and scripts: the network, its size and cost, and how training went."""
@@ -157,10 +159,12 @@ def recalibrate_bn(model: nn.Module, x: torch.Tensor, batch_size: int, batches: 
 
 @torch.inference_mode()
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int,
-             autocast: torch.autocast | None = None) -> tuple[float, float]:
-    """(accuracy, mean cross-entropy) on held-out data."""
+             autocast: torch.autocast | None = None) -> tuple[float, float, torch.Tensor]:
+    """(accuracy, mean cross-entropy, which images it got right) on held-out data. The last, a boolean per
+    image in the data's order, stays on the device: candidates scored on the same images are compared image
+    by image (nas.statistics), and a run keeps only its final epoch's."""
     model.eval()
-    correct = torch.zeros((), device=x.device)
+    right = []
     loss_sum = torch.zeros((), device=x.device)
     for xb, yb in iterate_batches(x, y, batch_size, shuffle=False):
         if autocast is not None:
@@ -170,9 +174,10 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
             logits = model(xb)
         logits = logits.float()
         loss_sum += F.cross_entropy(logits, yb, reduction="sum")
-        correct += (logits.argmax(1) == yb).sum()
+        right.append(logits.argmax(1) == yb)
+    correct = torch.cat(right)
     n = len(y)
-    return correct.item() / n, loss_sum.item() / n
+    return correct.sum().item() / n, loss_sum.item() / n, correct
 
 
 _PREPARED: collections.OrderedDict[tuple, tuple[Dataset, Dataset]] = collections.OrderedDict()
@@ -385,11 +390,12 @@ def _run(models: list[nn.Module], seeds: list[int], data: Dataset, cfg: TrainCon
                 else:
                     r.status, r.reason = "stopped", f"seed {seeds[diverged[0]]} diverged in the same fused run"
             break
-        for r, loss, (val_acc, val_loss) in zip(results, train_losses, scores):
+        for r, loss, (val_acc, val_loss, correct) in zip(results, train_losses, scores):
             r.epochs.append(EpochResult(epoch, loss, val_loss, val_acc, seconds, seen / seconds))
             r.train_images_per_sec = train_images / train_time
+            r.val_correct = correct
         if progress:
-            accs = " ".join(f"{acc:.4f}" for acc, _ in scores)
+            accs = " ".join(f"{acc:.4f}" for acc, _, _ in scores)
             losses = " ".join(f"{loss:.3f}" for loss in train_losses)
             fused = f"  ({k} fused seeds)" if k > 1 else ""
             progress(f"epoch {epoch}/{epochs}  loss {losses}  val_acc {accs}  {k * seen / seconds:.0f} img/s{fused}")

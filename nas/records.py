@@ -35,6 +35,9 @@ class TrialRecord:
     acc_mean: float | None = None
     acc_std: float | None = None
     val_images: int | None = None                  # validation images each accuracy was measured on
+    # Per seed, which of those images it got right (nas.statistics.pack_correct): candidates scored on the
+    # same images are compared image by image. None in trials stored before effnas recorded it.
+    val_correct: list[str] | None = None
     wall_time: float | None = None
     # Where the trial's training time went, summed over seeds (proxy.TrainResult): model and data set-up,
     # training steps, evaluation with BN recalibration. The rest of wall_time is the search's own work.
@@ -86,6 +89,10 @@ class CoefficientRecord(TrialRecord):
 
     grid_point: list[float] | None = None          # [alpha, beta] of an enqueued grid trial
     race_run: list[float] | None = None            # [alpha, beta, first seed, seeds]: more seeds, when racing
+    rung_run: list[float] | None = None            # [alpha, beta, rung]: a higher budget rung, when budget racing
+    rung: int | None = None                        # the budget rung it trained at (None: no budget racing)
+    rungs: int | None = None                       # the study's rungs; the last, rungs - 1, is the full budget
+    budget: float | None = None                    # the share of proxy.train's budget it trained
     alpha: float | None = None
     beta: float | None = None
     gamma: float | None = None                     # effective: resolution1 / resolution0
@@ -148,6 +155,65 @@ class FrontierRunRecord(TrialRecord):
     resolution: int | None = None
 
 
+@dataclass(frozen=True)
+class RetrainRecord(TrialRecord):
+    """One run of a named network at a budget and a seed: a confirmation's or a calibration's
+    (nas.search.retrain)."""
+
+    retrain_run: list[Any] | None = None           # [network id, epochs, images, seed]
+    resolution: int | None = None
+
+
+FRONTIER_MEMBER_SCHEMA = 1
+"""Raised whenever what a FrontierMember describes, or how, changes: members stored under another schema
+(or before schemas were numbered) are described again, not misread."""
+
+
+@dataclass(frozen=True)
+class FrontierMember:
+    """One (family, phi) point of a frontier: the proxy network it trains and what it costs. Stored as a study
+    attribute of the frontier study (`member:<family>:<phi>`) by the launcher, before any training.
+
+    `request` is what the member was derived from (its family's coefficients, the family whose FLOPs
+    baselines are matched to, the tolerance): a later run that asks the same is served from storage, since
+    matching costs FLOP counts. `latency_conditions` are those of `measurement_conditions` (device, hardware,
+    runtime, batch, threads, warm-up, repeats): a latency measured under others is measured again."""
+
+    family: str                      # searched | paper | fast | width | depth | resolution | a study's name
+    label: str                       # legend text
+    kind: str                        # compound | single | fast
+    phi: float
+    network: str                     # id of the proxy network (members that coincide share it)
+    width: float                     # multipliers relative to the study's proxy
+    depth: float
+    resolution: int
+    params: int
+    flops: float
+    activations: int
+    flops_vs_reference: float        # FLOPs over the reference family's member at this phi
+    reference: str
+    order: int                       # the family's place in the request (legend and table order)
+    full_size_resolution: int        # the resolution of the full-size network whose latency stands for it
+    request: dict[str, Any]
+    alpha: float | None = None       # compound families only
+    beta: float | None = None
+    gamma: float | None = None
+    matched: bool | None = None      # baselines: FLOPs within tolerance of the reference member
+    latency_ms: float | None = None
+    latency_conditions: dict[str, Any] | None = None
+    schema: int = FRONTIER_MEMBER_SCHEMA
+
+    def to_attrs(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_attrs(cls, d: Any) -> FrontierMember | None:
+        """The member stored as `d`, or None when it was stored under another schema (or none)."""
+        if not isinstance(d, dict) or d.get("schema") != FRONTIER_MEMBER_SCHEMA:
+            return None
+        return cls(**{f.name: d[f.name] for f in dataclasses.fields(cls) if f.name in d})
+
+
 def record(trial: optuna.Trial, kind: type[TrialRecord], **values: Any) -> None:
     """Store attributes of a trial of `kind`; a name the kind does not declare is a bug, raised at once."""
     unknown = set(values) - kind.attr_names()
@@ -161,3 +227,29 @@ def records(study: optuna.Study, kind: type[R], states: tuple[TrialState, ...] |
     """Every trial of `study` as a `kind` record, in trial order (trials that stepped aside left out)."""
     trials = study.get_trials(deepcopy=False, states=states)
     return [r for r in (kind.from_trial(t) for t in trials) if not r.skipped]
+
+
+@dataclass(frozen=True)
+class HeldOutError:
+    """A latency table's prediction error on whole networks it was neither built nor calibrated on
+    (nas.latency.evaluate): stored with the table, shown wherever it is used, and what decides whether a
+    search trusts it. Percentages are of the measured median, rounded as stored."""
+
+    networks: int
+    within_10_pct: float            # share of the networks predicted within 10 %, in per cent
+    p90_abs_error_pct: float        # 90 % of the networks are predicted at least this well
+    mean_abs_error_pct: float
+    max_abs_error_pct: float
+    bias_pct: float                 # mean signed error: > 0 when the table over-predicts
+    spearman: float                 # rank correlation of predicted and measured medians (NaN: undefined)
+    raw_mean_abs_error_pct: float   # the uncalibrated sums' mean abs error ...
+    raw_bias_pct: float             # ... and bias
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> HeldOutError:
+        """As `to_dict` wrote it (a latency table file's `held_out`); a missing figure is a KeyError."""
+        figures = {f.name: float(d[f.name]) for f in dataclasses.fields(cls) if f.name != "networks"}
+        return cls(networks=int(d["networks"]), **figures)

@@ -15,12 +15,19 @@ import json
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
 import pandas as pd
 
-from nas.plots import plot_frontier, plot_grid, plot_history
+from nas.config import RUNS_DIR, StudyConfig
+from nas.errors import NasError
+from nas.family import study_family
+from nas.plots import plot_confirmation, plot_frontier, plot_grid, plot_history
+from nas.search.confirm import Confirmation, answer, confirmation
+from nas.search.results import arch_table, frontier_table, trials_table, verdict
+from nas.search.storage import load_stored_study, masked, open_storage, stored_config
 
 FRONTIER_FIGURES = {"mflops": "accuracy_vs_flops", "latency_ms": "accuracy_vs_latency"}
 
@@ -32,12 +39,12 @@ def _frontier_figures(table: pd.DataFrame) -> list[tuple[str, str]]:
     return [(x, stem) for x, stem in FRONTIER_FIGURES.items() if table[x].notna().any()]
 
 
-def frontier_title(config: dict, seeds: int) -> tuple[str, str]:
+def frontier_title(config: StudyConfig, seeds: int) -> tuple[str, str]:
     """(title, subtitle) naming the proxy that every point was trained on."""
-    p = config["proxy"]
-    title = f"{config['name']}: proxy accuracy of each family"
-    subtitle = (f"{config['space']} at width {p['width']:g}, depth {p['depth']:g}, {p['resolution']} px at φ = 0; "
-                f"{p['dataset']}, {p['train']['epochs']} epochs, {seeds} seed(s) per point")
+    p = config.proxy
+    title = f"{config.name}: proxy accuracy of each family"
+    subtitle = (f"{config.space} at width {p.width:g}, depth {p.depth:g}, {p.resolution} px at φ = 0; "
+                f"{p.dataset}, {p.train.epochs} epochs, {seeds} seed(s) per point")
     return title, subtitle
 
 
@@ -80,16 +87,30 @@ pre { background: #f8f8f8; padding: 0.8em; overflow-x: auto; font-size: 0.85em; 
 """
 
 
-def render_report(name: str, config: dict, history: pd.DataFrame, winners: pd.DataFrame, family: pd.DataFrame,
-                  family_caption: str, frontier: pd.DataFrame | None, grid: pd.DataFrame | None,
+@dataclass(frozen=True)
+class ReportParts:
+    """What the report shows of a search, read from storage: `grid` (a coefficient search's trials) adds
+    the coefficient-grid figure, `confirmation` (None until one has run) the proxy-against-confirmation
+    section."""
+
+    history: pd.DataFrame              # every trial: trial, state, acc_mean
+    winners: pd.DataFrame
+    family: pd.DataFrame
+    caption: str
+    grid: pd.DataFrame | None = None
+    confirmation: Confirmation | None = None
+
+
+def render_report(name: str, config: StudyConfig, parts: ReportParts, frontier: pd.DataFrame | None,
                   storage: str) -> str:
-    """The HTML page. `history` needs trial, state, acc_mean; `grid` (a coefficient search's trials) adds
-    the coefficient-grid figure; `frontier` (None when not run) adds the frontier table and figures."""
+    """The HTML page; `frontier` (None when not run) adds the frontier table and figures."""
+    definition = {**config.to_dict(), "storage": storage}
+    history, grid, confirmed = parts.history, parts.grid, parts.confirmation
     sections = [f"<h1>Study {html.escape(name)}</h1>",
-                f'<p class="note">{html.escape(config.get("description", ""))}<br>storage: '
+                f'<p class="note">{html.escape(config.description)}<br>storage: '
                 f'{html.escape(storage)}; report written {time.strftime("%Y-%m-%d %H:%M")}</p>',
                 '<h2 id="definition">Study definition</h2>',
-                f"<pre>{html.escape(json.dumps(config, indent=2, default=str))}</pre>",
+                f"<pre>{html.escape(json.dumps(definition, indent=2, default=str))}</pre>",
                 '<h2 id="history">Search history</h2>']
     counts = history["state"].value_counts().to_dict()
     sections.append(f"<p>{len(history)} trials: " + ", ".join(f"{n} {s}" for s, n in counts.items()) + "</p>")
@@ -97,10 +118,18 @@ def render_report(name: str, config: dict, history: pd.DataFrame, winners: pd.Da
     if grid is not None:
         sections.append(_figure(lambda stem: plot_grid(grid, stem, f"{name}: coefficient search"),
                                 "coefficient grid coloured by accuracy"))
-    sections += ['<h2 id="winners">Winners</h2>', _table(winners) if not winners.empty else
+    sections += ['<h2 id="winners">Winners</h2>', _table(parts.winners) if not parts.winners.empty else
                  '<p class="note">No trial has finished with an accuracy yet.</p>']
-    sections += ['<h2 id="family">Family</h2>', f"<p>{html.escape(family_caption)}</p>",
-                 _table(family) if not family.empty else ""]
+    if confirmed is not None:
+        lines = confirmed.sentences()
+        sections += ['<h2 id="confirmation">Confirmation</h2>',
+                     "<p>" + "<br>".join(html.escape(line[0].upper() + line[1:]) for line in lines) + "</p>",
+                     _figure(lambda stem: plot_confirmation(confirmed.table(), stem, f"{name}: proxy against "
+                                                            f"confirmation", lines[1]),
+                             "proxy accuracy against confirmation accuracy, one point a candidate"),
+                     _table(confirmed.table())]
+    sections += ['<h2 id="family">Family</h2>', f"<p>{html.escape(parts.caption)}</p>",
+                 _table(parts.family) if not parts.family.empty else ""]
     sections.append('<h2 id="frontier">Frontier</h2>')
     if frontier is None or frontier.empty:
         sections.append(f'<p class="note">No frontier yet: run <code>nas frontier {html.escape(name)}</code>, '
@@ -117,72 +146,52 @@ def render_report(name: str, config: dict, history: pd.DataFrame, winners: pd.Da
             f'{html.escape(name)}</title><style>{_CSS}</style></head><body>\n{body}\n</body></html>\n')
 
 
-def report_parts(study: optuna.Study, config: dict,
-                 progress: Callable[[str], None] | None = None) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame,
-                                                                         str, pd.DataFrame | None]:
-    """(history, winners, family, family caption, grid) of a coefficient or block-level search.
-
-    The family is built from the winner's exact coefficients (`best_coefficients`), as `nas materialize
-    --study` builds it; the tables show them rounded, which would move resolutions by a pixel."""
-    if config.get("arch") is not None:
-        from nas.search.results import arch_table
+def report_parts(study: optuna.Study, config: StudyConfig,
+                 progress: Callable[[str], None] | None = None) -> ReportParts:
+    """What the report shows of a coefficient or block-level search. The family is the study's own
+    (nas.family.study_family, as `nas scale run` and `nas materialize --study` build it) from the exact
+    coefficients of its answer: the confirmed best once a confirmation has run, else the proxy's best."""
+    if config.arch is not None:
         table = arch_table(study)
         winners = table[table["best"].notna()].sort_values("best").head(10) if not table.empty else table
-        caption = ("A block-level search has no family of its own: export its best network (nas arch export) "
-                   "and scale it with a coefficient search.")
-        return table, winners, pd.DataFrame(), caption, None
-    from nas.family import exact_cost_family, family_table, worst_deviation
-    from nas.search.constraint import activations_cost
-    from nas.search.results import trials_table, verdict
-    from nas.spec import load_spec
+        return ReportParts(table, winners, pd.DataFrame(), "A block-level search has no family of its own: export "
+                           "its best network (nas arch export) and scale it with a coefficient search.")
     table = trials_table(study)
     found = verdict(study)
     if found is None:
-        return table, pd.DataFrame(), pd.DataFrame(), "No winner yet, so no family.", table
+        return ReportParts(table, pd.DataFrame(), pd.DataFrame(), "No winner yet, so no family.", table)
     winners = table[table["rank"].notna()].sort_values("rank").head(10)
-    alpha, beta, gamma = found.best.coefficients
-    search = config.get("search", {})
-    target = search.get("target", 2.0)
-    # Solved on the study's cost where it is counted; a latency study's members would each be timed several
-    # times at up to B7 size, too long for a report: they are solved on FLOPs here, and the caption says so.
-    timed = search.get("cost") == "latency"
-    cost = "activations" if search.get("cost") == "activations" else "flops"
-    members, nominal = exact_cost_family(load_spec(config["space"]), alpha, beta, gamma, range(8), target,
-                                         cost=activations_cost(3, 1000) if cost == "activations" else None)
-    family = family_table(members, progress=progress, target=target, nominal_resolutions=nominal)
+    (alpha, beta, gamma), confirmed_words = answer(config, study)
+    # A latency study's eight members would each be timed, up to B7 size: too long for a report. They are
+    # solved on FLOPs here, and the caption says so.
+    family = study_family(config, (alpha, beta, gamma), range(8), progress, timed=False)
     stability = found.stability()
-    caption = (f"{found.sentence()}. {stability[0].upper()}{stability[1:]}. The best coefficients "
-               f"(alpha {alpha:.4g}, beta {beta:.4g}, gamma {gamma:.4g}) "
-               f"applied to the full-size {config['space']}, phi = 0..7, each member's resolution solved so that its "
-               f"{'FLOPs are' if cost == 'flops' else 'activations are'} {target:g}^phi times the base's"
+    timed = config.search.cost == "latency"
+    caption = (f"{found.sentence()}. {stability[0].upper()}{stability[1:]}. Ties are {found.test_words()}. "
+               + (f"{confirmed_words[0].upper()}{confirmed_words[1:]}. " if confirmed_words else "")
+               + f"The coefficients (alpha {alpha:.4g}, beta {beta:.4g}, gamma {gamma:.4g}) "
+               f"applied to the full-size {config.space}, phi = 0..7, each member's resolution solved so that its "
+               f"{family.solved_on} are {config.search.target:g}^phi times the base's"
                + (" (a latency study: its family solved on latency and timed is what nas materialize --study "
                   f"{study.study_name} prints)" if timed else f" (nas materialize --study {study.study_name})")
-               + f"; {worst_deviation(family, target, cost)}.")
-    return table, winners, family, caption, table
+               + f"; {family.drift}.")
+    return ReportParts(table, winners, family.table, caption, table, confirmation(config, study))
 
 
 def report_study(name_or_path: str, storage: str | None, out: Path | None,
                  progress: Callable[[str], None] | None = None) -> tuple[Path, int]:
     """Write the report of a stored study (default runs/<name>/report.html); (its path, its size in bytes)."""
-    from nas.config import RUNS_DIR
-    from nas.errors import NasError
-    from nas.search.results import frontier_table
-    from nas.search.storage import load_stored_study, masked, open_storage
-
     study, url = load_stored_study(name_or_path, storage)
-    config = study.user_attrs.get("config")
-    if config is None:
-        raise NasError(f"study '{study.study_name}' in {masked(url)} was not created by nas: nothing to report")
-    history, winners, family, caption, grid = report_parts(study, config, progress)
-    if history.empty:
+    config = stored_config(study, url)
+    parts = report_parts(study, config, progress)
+    if parts.history.empty:
         raise NasError(f"study '{study.study_name}' has no trials yet: run it first")
     try:
         frontier = frontier_table(optuna.load_study(study_name=f"{study.study_name}-frontier",
                                                     storage=open_storage(url)))
     except KeyError:
         frontier = None
-    shown = {**config, "storage": masked(config["storage"])} if config.get("storage") else config
-    page = render_report(study.study_name, shown, history, winners, family, caption, frontier, grid, masked(url))
+    page = render_report(study.study_name, config, parts, frontier, masked(url))
     out = out or RUNS_DIR / study.study_name / "report.html"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(page, encoding="utf-8")

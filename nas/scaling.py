@@ -161,3 +161,21 @@ def paper_member(base: NetworkSpec, k: int) -> NetworkSpec:
         raise NasError(f"the paper's table has B0..B7, not {key}: use --phi 0-7 with --preset paper")
     width, depth, resolution, dropout = PAPER_TABLE[key]
     return scale(base, width, depth, resolution, dropout, name=f"{base.name}-{key}")
+
+
+def target_member(base: NetworkSpec, alpha: float, beta: float, resolution: int) -> NetworkSpec:
+    """The full-size phi = 1 network that the family will be built from."""
+    return scale(base, beta, alpha, resolution, name=f"{base.name}-a{alpha:g}-b{beta:g}")
+
+
+def grid_points(lo_hi_alpha: tuple[float, float], lo_hi_beta: tuple[float, float], step: float) -> list[tuple[float, float]]:
+    def axis(lo: float, hi: float) -> list[float]:
+        n = int(math.floor((hi - lo) / step + 1e-9))
+        return [round(lo + i * step, 6) for i in range(n + 1)]
+    return [(a, b) for a in axis(*lo_hi_alpha) for b in axis(*lo_hi_beta)]
+
+
+def examined_points(alpha: tuple[float, float], beta: tuple[float, float], step: float, target: float,
+                    tolerance: float) -> list[tuple[float, float]]:
+    """The grid points worth measuring: those whose depth and width alone (gamma = 1) leave room under the target."""
+    return [(a, b) for a, b in grid_points(alpha, beta, step) if a * b * b <= target * (1 + tolerance)]

@@ -15,7 +15,9 @@ priority, so a stream of epochs from several workers cannot starve one. Within o
 inside a training epoch would wait for itself: the two are never nested.
 
 Both rest on `flock`s on files in the temporary directory, which the kernel releases when a process dies,
-so a killed worker never leaves the machine locked or its cores reserved.
+so a killed worker never leaves the machine locked or its cores reserved. The environment variable
+NAS_SHARING_DIR names another directory for these files (made if missing): only nas processes that use
+the same directory share with each other, so a test, or a machine split into groups, can keep its own.
 """
 
 from __future__ import annotations
@@ -26,12 +28,20 @@ import os
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+
+DIR_VARIABLE = "NAS_SHARING_DIR"
 
 
 def _path(name: str) -> Path:
-    return Path(tempfile.gettempdir()) / f"effnas-{os.getuid()}-{name}"
+    chosen = os.environ.get(DIR_VARIABLE)
+    if chosen:
+        folder = Path(chosen)
+        folder.mkdir(parents=True, exist_ok=True)
+    else:
+        folder = Path(tempfile.gettempdir())
+    return folder / f"effnas-{os.getuid()}-{name}"
 
 
 # ------------------------------------------------------------------------------------------- cores
@@ -77,34 +87,42 @@ def fair_threads(cores: int, busy_elsewhere: float = 0.0) -> int:
 
 class BusyElsewhere:
     """How many of this process's cores other work kept busy since the last call: the busy time of the CPUs
-    this process may run on (/proc/stat), less its own and the registered nas trainers' CPU time.
+    this process may run on (/proc/stat), less its own and the registered nas trainers' CPU time
+    (/proc/PID/stat).
 
     A compiler, a test suite or any program beside a run is invisible to the trainer count, and OpenMP's
     spinning threads fight it as they fight another trainer: a run beside a one-core busy loop on 2 cores
-    took several times longer with 2 threads than with 1. 0 on the first call, and where /proc is missing."""
+    took several times longer with 2 threads than with 1. 0 on the first call, and where /proc is missing.
+    `proc` and `clock` are where the readings come from (a test gives its own; benchmarks/busy_elsewhere.py
+    measures the real thing)."""
 
-    def __init__(self) -> None:
-        self.last: tuple[float, float, float] | None = None     # (monotonic s, CPU busy s, nas busy s)
+    def __init__(self, proc: Path = Path("/proc"), clock: Callable[[], float] = time.monotonic) -> None:
+        self.proc, self.clock = proc, clock
+        # (clock s, CPU busy s, {pid: CPU s} of this process and the registered trainers)
+        self.last: tuple[float, float, dict[str, float]] | None = None
 
     def __call__(self) -> float:
         try:
-            now = (time.monotonic(), _cpus_busy_s(), _nas_busy_s())
+            now = (self.clock(), _cpus_busy_s(self.proc), _nas_cpu_s(self.proc))
         except OSError:
             return 0.0
         last, self.last = self.last, now
         if last is None or now[0] - last[0] < 0.5:
             return 0.0
-        return max(0.0, ((now[1] - last[1]) - (now[2] - last[2])) / (now[0] - last[0]))
+        # Per process, and only those seen both times: a trainer that ended or began between two readings
+        # would otherwise take (or add) its whole lifetime's CPU time from the interval's.
+        nas = sum(cpu - last[2][pid] for pid, cpu in now[2].items() if pid in last[2])
+        return max(0.0, ((now[1] - last[1]) - nas) / (now[0] - last[0]))
 
 
 _TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
-def _cpus_busy_s() -> float:
+def _cpus_busy_s(proc: Path) -> float:
     """Busy seconds (user, nice, system, irq, softirq, steal) of the CPUs this process may run on."""
     mine = {f"cpu{n}" for n in os.sched_getaffinity(0)}
     busy = 0
-    for line in Path("/proc/stat").read_text().splitlines():
+    for line in (proc / "stat").read_text().splitlines():
         fields = line.split()
         if fields and fields[0] in mine:
             ticks = [int(v) for v in fields[1:9]]
@@ -112,19 +130,20 @@ def _cpus_busy_s() -> float:
     return busy / _TICK
 
 
-def _nas_busy_s() -> float:
-    """CPU seconds used by this process and by the other registered trainers' processes."""
-    own = os.times()
-    total = own.user + own.system
+def _nas_cpu_s(proc: Path) -> dict[str, float]:
+    """CPU seconds used so far by this process and by the other registered trainers' processes, by pid."""
     registry = _path("trainers")
     pids = {entry.name.split("-")[0] for entry in registry.iterdir()} if registry.is_dir() else set()
-    for pid in pids - {str(os.getpid())}:
+    used = {}
+    for pid in sorted(pids | {str(os.getpid())}):
         try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:        # gone meanwhile
-            continue
-        total += (int(fields[11]) + int(fields[12])) / _TICK      # utime, stime
-    return total
+            fields = (proc / pid / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            if pid == str(os.getpid()):
+                raise              # no /proc at all: BusyElsewhere says 0
+            continue               # a trainer gone meanwhile
+        used[pid] = (int(fields[11]) + int(fields[12])) / _TICK      # utime, stime
+    return used
 
 
 # ----------------------------------------------------------------------------------------- latency

@@ -15,7 +15,8 @@ from __future__ import annotations
 import dataclasses
 import math
 import numbers
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar, get_args
 
@@ -53,6 +54,18 @@ def _shown(value: Any) -> str:
 def require(ok: bool, source: str, field: str, value: Any, allowed: str) -> None:
     if not ok:
         raise InvalidField(field, value, allowed, source)
+
+
+@contextmanager
+def read_from(source: str, prefix: str) -> Iterator[None]:
+    """Name the file and section of a setting that is refused where it is used rather than where it was read
+    (a GPU this machine lacks): without a source, an InvalidField reads as the command-line option."""
+    try:
+        yield
+    except InvalidField as e:
+        if e.source is not None:
+            raise
+        raise InvalidField(f"{prefix}.{e.field}", e.value, e.allowed, source) from None
 
 
 # ------------------------------------------------------------------------------------------ rules

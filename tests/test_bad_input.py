@@ -134,17 +134,37 @@ def test_a_study_refuses_to_resume_on_a_changed_network(run_cli, tmp_path, monke
 
 
 def test_two_first_launches_on_one_new_sqlite_study_both_succeed(tmp_path):
-    """Several processes create a new study database at the same instant (a barrier file releases them)."""
+    """Several processes create a new study database at the same instant: each says it is ready (its imports
+    done) with a file of its own, and once all are, a go file releases them together."""
+    import time
+
     code = ("import sys, time, pathlib, optuna\nfrom nas.search.storage import open_storage\n"
-            "go = pathlib.Path(sys.argv[1])\nwhile not go.exists(): time.sleep(0.005)\n"
+            "go, ready = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[3])\nready.touch()\n"
+            "deadline = time.monotonic() + 240\n"
+            "while not go.exists():\n"
+            "    if time.monotonic() > deadline: sys.exit('no go file within 240 s')\n"
+            "    time.sleep(0.005)\n"
             "optuna.create_study(study_name='s', storage=open_storage(sys.argv[2]), load_if_exists=True)\n")
     for attempt in range(3):
         go, url = tmp_path / f"go{attempt}", f"sqlite:///{tmp_path / f'db{attempt}' / 'study.db'}"
-        procs = [subprocess.Popen([sys.executable, "-c", code, str(go), url], stderr=subprocess.PIPE, text=True)
-                 for _ in range(4)]
-        import time
-        time.sleep(3)                      # all four imported and waiting
-        go.touch()
-        for p in procs:
-            _, err = p.communicate(timeout=120)
-            assert p.returncode == 0, err
+        ready = [tmp_path / f"ready{attempt}-{i}" for i in range(4)]
+        procs = [subprocess.Popen([sys.executable, "-c", code, str(go), url, str(r)], stderr=subprocess.PIPE,
+                                  text=True) for r in ready]
+        try:
+            # However busy the machine, each child gets there: the deadline only catches one that hangs.
+            deadline = time.monotonic() + 120
+            while not all(r.exists() for r in ready):
+                for p in procs:
+                    if p.poll() is not None:
+                        pytest.fail(f"a child exited with {p.returncode} before it was ready:\n{p.communicate()[1]}")
+                if time.monotonic() > deadline:
+                    pytest.fail(f"children not ready within 120 s: {[r.name for r in ready if not r.exists()]}")
+                time.sleep(0.01)
+            go.touch()
+            for p in procs:
+                _, err = p.communicate(timeout=120)
+                assert p.returncode == 0, err
+        finally:
+            for p in procs:
+                p.kill()
+                p.wait()

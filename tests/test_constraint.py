@@ -7,19 +7,12 @@ import math
 import pytest
 
 from nas.config import study_from_dict
-from nas.family import exact_cost_family
+from nas.cost import closest_resolution, flops_cost, solve_resolution
+from nas.family import exact_cost_family, study_family
 from nas.flops import activations_at, count_flops, flops_at
-from nas.scaling import paper_member, scale
-from nas.search.constraint import (
-    ProxyFamily,
-    closest_resolution,
-    feasible_grid,
-    flops_cost,
-    grid_points,
-    solve_resolution,
-    target_member,
-)
-from nas.search.scale import ScaleJob, study_family
+from nas.scaling import grid_points, paper_member, scale, target_member
+from nas.search.constraint import ProxyFamily, feasible_grid
+from nas.search.scale import ScaleJob
 from nas.spec import load_spec
 
 
@@ -132,7 +125,8 @@ def test_a_family_solved_on_another_cost_doubles_that_cost(b0):
 def test_an_activations_study_materializes_a_family_on_activations():
     config = study_from_dict({"name": "acts", "space": "efficientnet_b0", "search": {"cost": "activations"}}, "t")
     lines: list[str] = []
-    family, drift = study_family(config, (1.2, 1.1, 1.15), [0, 1, 2], lines.append)
+    built = study_family(config, (1.2, 1.1, 1.15), [0, 1, 2], lines.append)
+    family, drift = built.table, built.drift
     assert "solved on its activations" in lines[-1] and "latency_ms" not in family
     ratios = family["activations"] / family["activations"][0]
     assert all(abs(ratios[phi] / 2 ** phi - 1) <= 0.1 for phi in (1, 2))

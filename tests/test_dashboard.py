@@ -10,7 +10,9 @@ started (it is a live view, not a snapshot), and that its web page loads. The ru
 terminated mid-study, which is safe by design (the same command resumes it).
 
 Nothing here depends on how fast the machine is: the run's trial budget outlasts any test, so it is still
-training whenever the test looks, and every wait polls for what it waits for with a deadline of minutes.
+training whenever the test looks, and every wait polls for what it waits for with a deadline of two
+minutes. A wait retries only what means "not there yet" (a refused connection, 503, the study not yet
+in storage, a locked database) and fails at once, showing it, on anything else.
 """
 
 from __future__ import annotations
@@ -40,8 +42,8 @@ pytest.importorskip("optuna_dashboard")
 EPOCHS = 4
 ENDLESS = {"sampler": "random", "trials": 100_000}
 # Seconds allowed for any one thing to happen (a process to start, a trial to finish, a page to come):
-# seconds on an idle machine, far more with CPU-heavy work beside the test.
-DEADLINE = 300
+# under 15 s on an idle 2-core machine, a few times that with CPU-heavy work beside the test.
+DEADLINE = 120
 
 
 def _dashboard_command() -> str:
@@ -92,15 +94,32 @@ def _complete_in(detail: dict) -> dict[int, float]:
     return {t["number"]: t["values"][0] for t in detail["trials"] if t["state"] == "Complete"}
 
 
-# What a request to a server still starting or busy raises (an HTTP error status is a URLError too).
-NOT_YET_HTTP = (urllib.error.URLError, ConnectionError, TimeoutError)
-# What reading the storage raises while the file or the study does not exist yet, or the file is locked.
-NOT_YET_STORAGE = (Exception,)
+def _locked(e: BaseException) -> bool:
+    """SQLite's "database is locked" (the run writing), raised directly or as the cause Optuna wraps."""
+    return any("database is locked" in str(x) for x in (e, e.__cause__, e.__context__) if x is not None)
 
 
-def _until(what: str, attempt, alive: list[tuple[subprocess.Popen, Path]], retry=NOT_YET_HTTP):
+def _storage_not_yet(e: Exception) -> bool:
+    """Reading the storage before the run created the study (Optuna's KeyError), or while it writes."""
+    return isinstance(e, KeyError) or _locked(e)
+
+
+def _server_not_yet(log: Path):
+    """What a request to a dashboard still starting, or reading a locked database, gets: a refused connection,
+    503, or a 500 that the server's log puts down to a locked database."""
+    def not_yet(e: Exception) -> bool:
+        if isinstance(e, urllib.error.HTTPError):
+            return e.code == 503 or (e.code == 500 and "database is locked" in log.read_text())
+        if isinstance(e, urllib.error.URLError):
+            e = e.reason if isinstance(e.reason, Exception) else e
+        return isinstance(e, ConnectionRefusedError)
+    return not_yet
+
+
+def _until(what: str, attempt, alive: list[tuple[subprocess.Popen, Path]], not_yet):
     """Call `attempt()` until it returns something other than None, and return that; an attempt that raises
-    one of `retry` is tried again. Fails naming `what` when a process in `alive` exits, or after DEADLINE s."""
+    an exception `not_yet` accepts is tried again, any other fails the test at once. Fails naming `what`
+    when a process in `alive` exits, or after DEADLINE s."""
     deadline, last = time.monotonic() + DEADLINE, None
     while True:
         for proc, log in alive:
@@ -109,7 +128,9 @@ def _until(what: str, attempt, alive: list[tuple[subprocess.Popen, Path]], retry
                             f"{_stop(proc, log)}")
         try:
             value = attempt()
-        except retry as e:
+        except Exception as e:
+            if not not_yet(e):
+                pytest.fail(f"{what}: {e!r}, which is not a sign of something still starting (traceback above)")
             value, last = None, e
         if value is not None:
             return value
@@ -133,13 +154,14 @@ def test_optuna_dashboard_serves_a_running_study_from_its_storage(tiny_study, tm
         run = _start([sys.executable, "-m", "nas.cli", "scale", "run", path], tmp_path, run_log)
         # The study is running once a trial has finished (and the process, checked by _until, is at work).
         _until("finished trial in storage", lambda: _complete(url, cfg.name) or None, [(run, run_log)],
-               NOT_YET_STORAGE)
+               _storage_not_yet)
 
         port = _free_port()
         board = _start([dashboard, url, "--host", "127.0.0.1", "--port", str(port)], tmp_path, board_log)
         both = [(run, run_log), (board, board_log)]
+        server_not_yet = _server_not_yet(board_log)
         studies = _until("answer from optuna-dashboard",
-                         lambda: json.loads(_get(port, "/api/studies")[2])["study_summaries"], both)
+                         lambda: json.loads(_get(port, "/api/studies")[2])["study_summaries"], both, server_not_yet)
 
         # The study is listed under its name, and its trials are the ones in storage, values included.
         by_name = {s["study_name"]: s for s in studies}
@@ -151,12 +173,12 @@ def test_optuna_dashboard_serves_a_running_study_from_its_storage(tiny_study, tm
             status, kind, body = _get(port, f"/api/studies/{study_id}")
             return status, kind, json.loads(body)
 
-        status, kind, body = _until("study detail from optuna-dashboard", detail, both)
+        status, kind, body = _until("study detail from optuna-dashboard", detail, both, server_not_yet)
         assert status == 200 and kind.startswith("application/json")
         served = _complete_in(body)
         # A trial had finished before the dashboard started: a dashboard showing none is not reading storage.
         assert served, "the dashboard shows no complete trial"
-        stored = _until("read of the storage", lambda: _complete(url, cfg.name), both, NOT_YET_STORAGE)
+        stored = _until("read of the storage", lambda: _complete(url, cfg.name), both, _storage_not_yet)
         for number, value in served.items():
             assert value == stored[number], f"trial {number}: dashboard {value}, storage {stored[number]}"
 
@@ -167,12 +189,13 @@ def test_optuna_dashboard_serves_a_running_study_from_its_storage(tiny_study, tm
             now = _complete_in(detail()[2])
             return now if set(now) - first else None
 
-        served = _until("newly finished trial on the dashboard", newer, both)
-        stored = _until("read of the storage", lambda: _complete(url, cfg.name), both, NOT_YET_STORAGE)
+        served = _until("newly finished trial on the dashboard", newer, both, server_not_yet)
+        stored = _until("read of the storage", lambda: _complete(url, cfg.name), both, _storage_not_yet)
         assert all(stored[n] == v for n, v in served.items())
 
         # The web page itself.
-        status, kind, body = _until("web page from optuna-dashboard", lambda: _get(port, "/dashboard/"), both)
+        status, kind, body = _until("web page from optuna-dashboard", lambda: _get(port, "/dashboard/"), both,
+                                    server_not_yet)
         assert status == 200 and kind.startswith("text/html") and "<html" in body.lower()
     finally:
         _stop(board, board_log)

@@ -8,8 +8,9 @@ import torch
 from test_bad_input import one_line_exit_2, study_text
 
 from nas.cli import build_parser
+from nas.commands import parse_gpus
 from nas.config import load_study
-from nas.device import parse_gpus, training_gpus, worker_device
+from nas.device import training_gpus, worker_device
 from nas.search.runner import training_on
 from nas.search.scale import ScaleJob
 

@@ -9,6 +9,7 @@ changes from one measurement to the next by more than any margin a test could al
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import math
@@ -17,6 +18,7 @@ import sys
 import time
 import types
 
+import numpy as np
 import pytest
 import torch
 
@@ -24,23 +26,23 @@ from nas.builder import build_model
 from nas.config import LatencySettings
 from nas.errors import NasError
 from nas.latency import (
-    Calibration,
     Latency,
     LatencyTable,
-    Piece,
     build_calibrated_table,
     build_table,
-    evaluate_table,
-    fit_calibration,
     forget_measurements,
     measure_module,
     measure_spec,
     measure_specs,
     measurement_conditions,
-    pieces,
     sample_networks,
 )
+from nas.latency import measure as measuring
+from nas.latency.evaluate import evaluate_table
+from nas.latency.pieces import Piece, pieces
+from nas.latency.table import Calibration, fit_calibration
 from nas.scaling import scale
+from nas.validation import InvalidField
 
 FAST = LatencySettings(batch_size=2, warmup=1, repeats=5, threads=1)
 FAST_CLI = ("--threads", "1", "--warmup", "1", "--repeats", "5", "--quiet")
@@ -51,20 +53,24 @@ def small(b0):
     return scale(b0, 0.25, 0.5, 64, name="b0-w0.25-d0.5")
 
 
+@pytest.fixture(autouse=True)
+def no_kept_measurements():
+    """Every test starts with no network latency kept in the process (nas.latency.measure keeps them), and
+    leaves none behind: no test reads a figure another one measured."""
+    forget_measurements()
+    yield
+    forget_measurements()
+
+
 @pytest.fixture
 def cpu_clock(monkeypatch):
     """nas.latency times with this thread's CPU clock instead of the wall clock. With one thread the forward
     pass runs in the calling thread, so this is the latency on a core of its own: time lost waiting while
     another process runs is not counted, and two networks measured a few seconds apart stay comparable
     however the machine's load changed in between. Everything else about the protocol is unchanged."""
-    import nas.latency
-
     clock = types.SimpleNamespace(**{n: getattr(time, n) for n in dir(time) if not n.startswith("_")})
     clock.perf_counter = time.thread_time
-    monkeypatch.setattr(nas.latency, "time", clock)
-    forget_measurements()               # no figure kept from the other clock
-    yield
-    forget_measurements()
+    monkeypatch.setattr(measuring, "time", clock)
 
 
 def spearman(a: list[float], b: list[float]) -> float:
@@ -85,8 +91,14 @@ def spearman(a: list[float], b: list[float]) -> float:
 
 
 @pytest.fixture(scope="module")
-def table(b0):
+def built_table(b0):
+    """Built once for the module; tests get a copy of it (`table`), so none sees what another added."""
     return build_table(sample_networks(b0, 3, seed=0, resolution=48), FAST, built_from={"resolution": 48})
+
+
+@pytest.fixture
+def table(built_table):
+    return copy.deepcopy(built_table)
 
 
 def test_bigger_network_has_larger_median_inside_its_spread(b0, small, cpu_clock):
@@ -105,12 +117,18 @@ def test_pieces_follow_the_stride_chain_of_the_built_network(b0, resolution):
     ps = pieces(spec, num_classes=10)
     assert len(ps) == spec.num_blocks + 2 and ps[0].kind == "stem" and ps[-1].kind == "head"
     assert ps[0].resolution == resolution
-    features = build_model(spec, num_classes=10).eval().forward_features(torch.zeros(1, 3, resolution, resolution))
+    model = build_model(spec, num_classes=10).eval()
+    features = model.forward_features(torch.zeros(1, 3, resolution, resolution))
     assert ps[-1].resolution == features.shape[-1]
     for p in ps[:-1]:   # each piece, built alone, maps its input to the next piece's input
         out = p.module().eval()(torch.zeros(1, p.in_channels, p.resolution, p.resolution))
         side = math.ceil(p.resolution / p.stride)
         assert tuple(out.shape[1:]) == (p.out_channels, side, side)
+    last_stage = model.stages(model.stem(torch.zeros(1, 3, resolution, resolution)))
+    assert tuple(ps[-1].module().eval()(last_stage).shape) == (1, 10)
+    # Built by the builder's own factories, the pieces together hold the network's layers, in its order.
+    shapes = [tuple(t.shape) for p in ps for t in p.module().state_dict().values()]
+    assert shapes == [tuple(t.shape) for t in model.state_dict().values()]
 
 
 def test_table_round_trips_through_json(table, tmp_path, b0):
@@ -120,26 +138,69 @@ def test_table_round_trips_through_json(table, tmp_path, b0):
     assert loaded.settings == table.settings and loaded.built_from == {"resolution": 48}
     spec = sample_networks(b0, 3, seed=0, resolution=48)[1]
     assert loaded.predict(spec) == table.predict(spec) > 0
+    assert loaded.held_out is None and "never evaluated on held-out networks" in loaded.describe(path)
 
 
-def test_predict_never_measures_a_missing_piece_but_extend_does(table, b0):
+def test_tables_written_before_load_with_their_held_out_error(table, tmp_path):
+    """Files from before calibration (no `calibration`, no `held_out`) and before the held-out error was typed
+    (a plain object of figures, as nas latency table build wrote it) load as they are."""
+    figures = {"networks": 4, "within_10_pct": 75.0, "p90_abs_error_pct": 12.5, "mean_abs_error_pct": 6.1,
+               "max_abs_error_pct": 14.0, "bias_pct": -2.0, "spearman": 0.8, "raw_mean_abs_error_pct": 13.0,
+               "raw_bias_pct": -12.9}
+    d = table.to_dict()
+    d["held_out"] = figures
+    (tmp_path / "old.json").write_text(json.dumps(d))
+    loaded = LatencyTable.load(tmp_path / "old.json")
+    assert loaded.held_out is not None and loaded.held_out.to_dict() == figures
+    assert loaded.held_out.p90_abs_error_pct == 12.5 and loaded.held_out.networks == 4
+    assert "error on 4 held-out networks: 75 % within 10 %, p90 12.5 %" in loaded.describe("old.json")
+    assert json.loads(json.dumps(loaded.to_dict()))["held_out"] == figures          # written back as read
+    del d["held_out"], d["calibration"]
+    (tmp_path / "older.json").write_text(json.dumps(d))
+    older = LatencyTable.load(tmp_path / "older.json")
+    assert older.held_out is None and older.calibration == Calibration() and older.entries == table.entries
+    d["held_out"] = {"networks": 4}                                             # figures missing: damaged
+    (tmp_path / "damaged.json").write_text(json.dumps(d))
+    with pytest.raises(NasError, match="incomplete or damaged"):
+        LatencyTable.load(tmp_path / "damaged.json")
+
+
+def test_too_few_networks_is_an_error_naming_the_parameter_before_anything_is_timed(table, b0, monkeypatch):
+    """Domain code names its own parameter (the command line shows it as its option: test_cli_bad_input)."""
+    monkeypatch.setattr(measuring, "measure_modules", lambda *a, **k: pytest.fail("something was timed"))
+    two, three = sample_networks(b0, 2, 0, 32), sample_networks(b0, 3, 1, 32)
+    for call, field in ((lambda: evaluate_table(table, two), "samples"),
+                        (lambda: build_calibrated_table(three, two, three, FAST, {}), "calibration"),
+                        (lambda: build_calibrated_table(three, three, two, FAST, {}), "held_out")):
+        with pytest.raises(InvalidField) as e:
+            call()
+        assert (e.value.field, e.value.value) == (field, 2) and "--" not in str(e.value)
+        assert "needs at least 3 networks" in e.value.allowed
+
+
+def test_predict_never_measures_a_missing_piece_but_grow_does(table, b0):
     spec = scale(b0, 0.25, 1.0, 40, name="unseen")
     with pytest.raises(NasError, match="no entry for .* pieces of unseen"):
         table.predict(spec)
-    missing, known = table.missing(spec), len(table.entries)
-    assert missing and table.extend(spec) == len(missing) and len(table.entries) == known + len(missing)
-    assert table.missing(spec) == [] and table.predict(spec) > 0
+    [missing], known = table.unknown([spec]), len(table.entries)
+    assert missing and len(table.entries) == known                 # asking times nothing, adds nothing
+    new, networks = table.grow([spec], FAST)
+    assert new == [missing] and networks == [] and len(table.entries) == known + len(missing)
+    assert all(table.entries[p].median_ms > 0 for p in missing)
+    assert table.unknown([spec]) == [[]] and table.predict(spec) > 0
+    assert table.grow([spec], FAST) == ([[]], [])                   # nothing left to time
 
 
-def test_unknown_lists_what_extend_would_time_network_by_network(b0):
+def test_unknown_lists_what_grow_would_time_network_by_network(b0):
     table = build_table([scale(b0, 0.25, 0.25, r, name=f"r{r}") for r in (16, 32)], FAST)
     mid, top, between = (scale(b0, 0.25, 0.25, r) for r in (24, 48, 40))
     per_network = table.unknown([mid, top, between])
     assert per_network[0] == []                                 # every side lies between a 16 and a 32 px piece
-    assert per_network[1] and per_network[1] == table.missing(top)
+    assert per_network[1] and per_network[1] == table.unknown([top])[0]
     assert per_network[2] == []                                 # between 32 and 48 px, timed by then
+    # Grown one network after another, the table times exactly what `unknown` listed for each.
     grown = dataclasses.replace(table, entries=dict(table.entries))
-    assert [grown.extend(s) for s in (mid, top, between)] == [len(p) for p in per_network]
+    assert [grown.grow([s], FAST)[0] for s in (mid, top, between)] == [[p] for p in per_network]
     assert set(grown.entries) - set(table.entries) == set(per_network[1])
 
 
@@ -174,6 +235,14 @@ def test_calibration_fit_recovers_scale_and_per_piece_overhead():
     # Networks that seem to gain from more pieces: no negative overhead, the scale alone.
     fit = fit_calibration(sums, counts, [1.2 * s - 0.02 * n for s, n in zip(sums, counts)])
     assert fit.per_piece_ms == 0.0 and 1.0 < fit.scale < 1.2
+    # Networks that seem to gain from more work in their pieces (a per-piece term fits the noise, the scale
+    # turns negative, and a larger network would be predicted faster): the scale alone.
+    sums, counts, measured = [1.0, 1.2, 1.4, 1.6], [20, 20, 21, 21], [8.1, 7.9, 8.3, 8.2]
+    (negative, per_piece), *_ = np.linalg.lstsq(np.array([sums, counts]).T / np.array(measured)[:, None],
+                                               np.ones(4), rcond=None)
+    assert negative < 0 < per_piece                                    # what the unconstrained fit says
+    fit = fit_calibration(sums, counts, measured)
+    assert fit.per_piece_ms == 0.0 and fit.scale > 0 and fit.apply(1.6, 21) > fit.apply(1.0, 20)
 
 
 def test_table_interpolates_between_timed_sides_but_never_extrapolates():
@@ -190,8 +259,6 @@ def test_table_interpolates_between_timed_sides_but_never_extrapolates():
 
 def test_calibration_is_fitted_on_its_own_networks_and_judged_on_networks_the_table_never_saw(b0, cpu_clock,
                                                                                                monkeypatch):
-    import nas.latency
-
     # Whether a calibration lowers the error on held-out networks depends on how steady the machine's timings
     # are (CI once saw it raise 12.0 % to 13.8 % on four 32 px networks): that figure belongs to the benchmark
     # in docs/latency.md. What holds on any machine: the fit is least squares on the calibration networks'
@@ -199,15 +266,15 @@ def test_calibration_is_fitted_on_its_own_networks_and_judged_on_networks_the_ta
     # fits it chose among), and the held-out rows are pure lookups of pieces timed on a copy.
     build, calibration, held_out = (sample_networks(b0, n, seed, 32) for n, seed in ((3, 0), (4, 1), (4, 2)))
     measurements: list[int] = []
-    real = nas.latency.measure_modules
-    monkeypatch.setattr(nas.latency, "measure_modules", lambda models, shapes, settings, progress=None:
+    real = measuring.measure_modules
+    monkeypatch.setattr(measuring, "measure_modules", lambda models, shapes, settings, progress=None:
                         measurements.append(len(models)) or real(models, shapes, settings, progress))
     table, accuracy = build_calibrated_table(build, calibration, held_out, FAST, {"resolution": 32}, 32)
     # One measurement timed every distinct piece and every calibration and held-out network, interleaved, so the
     # machine's drift reaches the pieces and the networks they are judged against alike.
     distinct = {p for spec in build + calibration + held_out for p in pieces(spec, 32)}
     assert measurements == [len(distinct) + len(calibration) + len(held_out)]
-    assert table.calibration.networks == 4 and table.held_out == accuracy.to_dict()
+    assert table.calibration.networks == 4 and table.held_out == accuracy.held_out_error()
     measured = [m.median_ms for m in measure_specs(calibration, FAST, 32)]    # the kept figures it was fitted on
     assert measurements == [len(distinct) + len(calibration) + len(held_out)]    # nothing timed again
     sums = [table.sum_ms(s, 32) for s in calibration]
@@ -268,9 +335,12 @@ def _one_line_error(code: int, out: str, err: str, match: str) -> None:
     (["--phi", "0-2"], "--phi picks family members"),
     (["--preset", "paper", "--phi", "9"], "B0..B7"),
     (["--runtime", "tensorrt"], "invalid choice"),
-    (["table", "build", "--samples", "2", "--out", "t.json"], "at least 3 networks"),
+    (["table", "build", "--samples", "2", "--out", "t.json"],
+     "--samples 2: must be an integer >= 3 (building a latency table needs at least 3 networks)"),
+    (["table", "build", "--held-out", "2", "--out", "t.json"], "--held-out 2: must be an integer >= 3"),
     (["table", "eval", "--table", "missing.json"], "missing.json does not exist"),
-    (["table", "build", "--calibration", "2", "--out", "t.json"], "calibrating a latency table needs at least 3"),
+    (["table", "build", "--calibration", "2", "--out", "t.json"], "--calibration 2: must be an integer >= 3 "
+                                                                  "(calibrating a latency table needs at least 3"),
     (["table", "build", "--batch-size", "1,256", "--out", "t.json"], "a latency table is measured at one batch size"),
     (["--batch-size", "1,x"], "--batch-size 1,x: give a whole number, or a list such as 1,256"),
     (["--batch-size", "1,0"], "--batch-size 0: must be an integer in 1.."),
@@ -289,16 +359,28 @@ def test_cli_cuda_without_gpu(run_cli):
                              *FAST_CLI), "sees no CUDA GPU")
 
 
-def test_bf16_is_timed_with_bf16_weights_and_recorded(monkeypatch, small):
-    """bf16 casts the model and its input (as served); the conditions say so, and fp32 ones stay as they were."""
-    import nas.latency
+def test_bf16_is_timed_with_bf16_weights_and_input_and_recorded(monkeypatch, small):
+    """bf16 casts the model and its input (as served): every run the protocol times sees bf16 weights and a
+    bf16 input, and the figure recorded is the median of those runs' own times. The conditions say bf16;
+    fp32 ones stay as they were."""
+    timed: list[list[float]] = []
+    real = measuring._times_ms
 
-    seen = []
-    monkeypatch.setattr(nas.latency, "_times_ms", lambda runs, settings, device, progress=None: seen.extend(runs) or [[1.0, 2.0, 3.0]])
-    bf16 = LatencySettings(batch_size=1, warmup=0, repeats=3, threads=1, precision="bf16")
-    assert measure_module(build_model(small), (3, 32, 32), bf16).median_ms == 2.0
-    assert seen[0].args[0].dtype == torch.bfloat16 and next(seen[0].func.parameters()).dtype == torch.bfloat16
-    assert measurement_conditions(bf16)["precision"] == "bf16"
+    def times_ms(*args, **kwargs):
+        timed[:] = real(*args, **kwargs)
+        return timed
+    monkeypatch.setattr(measuring, "_times_ms", times_ms)
+    for precision, dtype in (("bf16", torch.bfloat16), ("fp32", torch.float32)):
+        seen: list[tuple[torch.dtype, torch.dtype]] = []
+        model = build_model(small)
+        model.register_forward_pre_hook(lambda m, inputs, seen=seen: seen.append((inputs[0].dtype,
+                                                                                 next(m.parameters()).dtype)))
+        settings = LatencySettings(batch_size=1, warmup=1, repeats=3, threads=1, precision=precision)
+        lat = measure_module(model, (3, 32, 32), settings)
+        assert seen == [(dtype, dtype)] * 4, precision                 # the warm-up run, then the 3 timed ones
+        [times] = timed
+        assert (lat.p10_ms, lat.median_ms, lat.p90_ms) == (min(times), statistics.median(times), max(times))
+    assert measurement_conditions(LatencySettings(precision="bf16", threads=1))["precision"] == "bf16"
     assert "precision" not in measurement_conditions(FAST) and "cuda_graph" not in measurement_conditions(FAST)
 
 
@@ -364,7 +446,7 @@ def test_cli_table_build_then_eval(run_cli, tmp_path):
     table = LatencyTable.load(path)
     assert table.conditions["threads"] == 1 and table.built_from["resolution"] == 32 and table.entries
     # The file carries its calibration and its error on the 4 held-out networks, shown whenever it is used.
-    assert table.calibration.networks == 3 and table.held_out["networks"] == 4
+    assert table.calibration.networks == 3 and table.held_out is not None and table.held_out.networks == 4
     code, out, err = run_cli("latency", "table", "eval", "--table", path, "--samples", "3", "--quiet",
                              "--format", "json")
     assert err.strip() == table.describe(path) and "error on 4 held-out networks" in err    # as stored
@@ -410,30 +492,26 @@ def test_onnxruntime_measures_a_network(small):
 
 
 def test_networks_are_timed_interleaved_in_shuffled_rounds_so_a_burst_costs_each_a_few_runs():
-    import nas.latency
-
     calls: list[str] = []
     runs = [lambda name=name: calls.append(name) for name in "abc"]
-    times = nas.latency._times_ms(runs, LatencySettings(warmup=1, repeats=3, threads=1), torch.device("cpu"))
+    times = measuring._times_ms(runs, LatencySettings(warmup=1, repeats=3, threads=1), torch.device("cpu"))
     assert calls[:3] == list("abc") and [len(t) for t in times] == [3, 3, 3]     # warm-up, then 3 rounds
     rounds = ["".join(calls[i:i + 3]) for i in (3, 6, 9)]
     assert all(sorted(r) == list("abc") for r in rounds)               # each round times each once ...
     assert len(set(rounds)) > 1 or rounds[0] != "abc"                   # ... in a shuffled order
     again: list[str] = []
-    nas.latency._times_ms([lambda name=name: again.append(name) for name in "abc"],
+    measuring._times_ms([lambda name=name: again.append(name) for name in "abc"],
                           LatencySettings(warmup=1, repeats=3, threads=1), torch.device("cpu"))
     assert again == calls                                               # the same order every time: seeded
 
 
 def test_measure_specs_times_each_network_once_and_keeps_it(small, b0, monkeypatch):
-    import nas.latency
-
-    forget_measurements()
     timed: list[int] = []
-    real = nas.latency.measure_modules
-    monkeypatch.setattr(nas.latency, "measure_modules", lambda models, shapes, settings, progress=None: timed.append(len(models))
-                        or real(models, shapes, settings))
-    first = nas.latency.measure_specs([small, small, b0], FAST, 32)
-    again = nas.latency.measure_specs([b0, small], FAST, 32)
+    real = measuring.measure_modules
+    monkeypatch.setattr(measuring, "measure_modules", lambda models, shapes, settings, progress=None:
+                        timed.append(len(models)) or real(models, shapes, settings))
+    first = measure_specs([small, small, b0], FAST, 32)
+    again = measure_specs([b0, small], FAST, 32)
     assert timed == [2] and first[0] == first[1] and again == [first[2], first[0]]
     forget_measurements()
+    assert measure_specs([small], FAST, 32) and timed == [2, 1]         # forgotten: timed again

@@ -127,6 +127,18 @@ def test_grid_marks_every_kind_of_trial(tmp_path):
     assert not any(t.startswith("paper") for t in texts)
 
 
+def test_grid_words_a_tie_as_the_verdict_does(tmp_path):
+    """The best of a tie is "best (tied)", never "winner", and the candidates tied with it are ringed; a
+    winner (a tie set of one) keeps the word."""
+    tied = grid_trials().assign(tied_best=lambda d: d["trial"].isin([10, 11]))
+    texts = svg_texts(plot_grid(tied, tmp_path / "tie", "t")[1])
+    assert "best (tied) α 1.20 β 1.10 γ 1.15" in texts and "tied with the best (1, within the noise)" in texts
+    assert not any(t.startswith("winner") for t in texts)
+    alone = grid_trials().assign(tied_best=lambda d: d["trial"].eq(11))
+    texts = svg_texts(plot_grid(alone, tmp_path / "alone", "t")[1])
+    assert "winner α 1.20 β 1.10 γ 1.15" in texts and not any("tied" in t for t in texts)
+
+
 def test_grid_without_candidates_is_an_error(tmp_path):
     trials = grid_trials().assign(alpha=np.nan)
     with pytest.raises(ValueError, match="the study has no candidate to plot"):

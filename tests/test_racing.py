@@ -5,18 +5,18 @@ from __future__ import annotations
 import random
 import statistics
 
-from nas.search.racing import decide, replay, simulate, single_seed_pick
+from nas.search.racing import decide, replay, simulate, single_seed_pick, unpaired_ties
 
 
 def test_a_clear_separation_finishes_at_once():
-    d = decide({"a": [0.95, 0.951], "b": [0.80, 0.81], "c": [0.70, 0.72]}, images=5000, seeds_per_round=2,
+    d = decide({"a": [0.95, 0.951], "b": [0.80, 0.81], "c": [0.70, 0.72]}, unpaired_ties(5000), seeds_per_round=2,
                max_seeds=8)
     assert d.finished and d.survivors == ("a",) and d.more_seeds == {}
     assert d.reason == "separated: a leads every other beyond the noise"
 
 
 def test_a_tie_below_budget_asks_more_seeds_of_the_survivors_only():
-    d = decide({"a": [0.80, 0.82], "b": [0.81, 0.80, 0.79], "c": [0.50, 0.51]}, images=10_000,
+    d = decide({"a": [0.80, 0.82], "b": [0.81, 0.80, 0.79], "c": [0.50, 0.51]}, unpaired_ties(10_000),
                seeds_per_round=2, max_seeds=4)
     assert not d.finished and d.survivors == ("a", "b")
     assert d.more_seeds == {"a": 2, "b": 1}                         # b is one seed short of max_seeds
@@ -24,7 +24,8 @@ def test_a_tie_below_budget_asks_more_seeds_of_the_survivors_only():
 
 
 def test_a_tie_with_the_seed_budget_spent_finishes_as_a_tie():
-    d = decide({1: [0.80, 0.82], 2: [0.81, 0.80], 3: [0.50, 0.51]}, images=10_000, seeds_per_round=2, max_seeds=2)
+    d = decide({1: [0.80, 0.82], 2: [0.81, 0.80], 3: [0.50, 0.51]}, unpaired_ties(10_000), seeds_per_round=2,
+               max_seeds=2)
     assert d.finished and d.survivors == (1, 2) and d.more_seeds == {}
     assert d.reason == "seed budget spent: 2 candidates still tied"
 
@@ -66,9 +67,9 @@ def test_replay_resumes_a_race_from_the_stored_runs_alone():
     """Round 1: a clearly worse, b and c tied -> b and c get 2 more seeds. With those stored, the replay
     moves on; without them, it asks for exactly those runs again (what a resumed study enqueues)."""
     first = {"a": [0.50, 0.51], "b": [0.90, 0.91], "c": [0.905, 0.895]}
-    decision, have = replay(first, 1000, 2, 2, 4)
+    decision, have = replay(first, unpaired_ties(1000), 2, 2, 4)
     assert not decision.finished and decision.more_seeds == {"b": 2, "c": 2} and have == {"a": 2, "b": 2, "c": 2}
     both = dict(first, b=first["b"] + [0.90, 0.91], c=first["c"] + [0.90, 0.90])
-    decision, have = replay(both, 1000, 2, 2, 4)
+    decision, have = replay(both, unpaired_ties(1000), 2, 2, 4)
     assert decision.finished and set(decision.survivors) == {"b", "c"} and have == {"a": 2, "b": 4, "c": 4}
-    assert replay({}, 1000, 2, 2, 4)[0].finished
+    assert replay({}, unpaired_ties(1000), 2, 2, 4)[0].finished

@@ -11,6 +11,7 @@ import sys
 from typing import Any
 
 from nas.console import FORMATS, stderr_progress
+from nas.errors import NasError
 
 SPACE_HELP = "base network: a packaged name (efficientnet_b0, ...) or a YAML path"
 STUDY_HELP = "study name (runs/<name>/), study file, or name with --storage"
@@ -36,6 +37,11 @@ def command(sub: Any, name: str, func: Any, help: str, description: str | None =
     return p
 
 
+def group(sub: Any, name: str, help: str) -> Any:
+    """`nas NAME ACTION ...`: a command group whose actions are added to what this returns."""
+    return sub.add_parser(name, help=help).add_subparsers(dest=name, required=True, parser_class=Parser)
+
+
 def add_run_options(p: argparse.ArgumentParser,
                     storage_default: str = "the study file's, else runs/<name>/study.db") -> None:
     p.add_argument("--workers", type=int, default=1,
@@ -52,13 +58,24 @@ def add_coefficients(p: argparse.ArgumentParser, what: str = "compound rule") ->
     p.add_argument("--gamma", type=float, help=f"{what}: resolution coefficient (>= 1)")
 
 
+def parse_gpus(text: str) -> list[int]:
+    """--gpus '0,2' -> [0, 2]: each GPU id once."""
+    try:
+        gpus = [int(g) for g in text.split(",")]
+    except ValueError:
+        raise NasError(f"--gpus {text!r}: give comma-separated GPU ids such as 0,2") from None
+    if len(set(gpus)) < len(gpus) or any(g < 0 for g in gpus):
+        raise NasError(f"--gpus {text}: give each GPU id (0 or more) once, such as 0,2; workers beyond the GPUs "
+                       f"share them with --force-workers")
+    return gpus
+
+
 def progress_of(args: argparse.Namespace):
     return None if getattr(args, "quiet", False) else stderr_progress
 
 
 def run_job(job: Any, args: argparse.Namespace, command: str) -> Any:
     """Run or resume a search job with --workers/--storage; None when interrupted (Ctrl-C)."""
-    from nas.device import parse_gpus
     from nas.search.runner import run_search
     try:
         return run_search(job, workers=args.workers, storage_url=args.storage, force_workers=args.force_workers,

@@ -8,7 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from nas.commands import STUDY_HELP, add_coefficients, add_run_options, command, run_job
+from nas.commands.networks import parse_phis
 from nas.console import print_table, stderr_progress
+from nas.errors import ExitCode, NasError
 
 
 def cmd_frontier(args: argparse.Namespace) -> int:
@@ -16,14 +18,15 @@ def cmd_frontier(args: argparse.Namespace) -> int:
     from nas.search.frontier import frontier_results, plan_frontier
     from nas.search.results import frontier_verdicts
 
-    plan = plan_frontier(args.study, args.storage, args.families, (args.alpha, args.beta, args.gamma), args.phis,
-                         args.seeds, args.tolerance, None if args.no_latency else args.latency_device or "")
+    plan = plan_frontier(args.study, args.storage, _families(args.families), _given(args),
+                         parse_phis(args.phis, "--phis"), args.seeds, args.tolerance,
+                         None if args.no_latency else args.latency_device or "")
     study = run_job(plan.job, args, "frontier")
     if study is None:
-        return 130
+        return ExitCode.INTERRUPTED
     table = frontier_results(plan.job, study)
     out = Path(args.out) if args.out else plan.job.config.run_dir / "frontier"
-    title, subtitle = frontier_title(plan.job.config.to_dict(), args.seeds)
+    title, subtitle = frontier_title(plan.job.config, args.seeds)
     written = write_frontier(table, out, title, subtitle, plan.search_table)
     print_table(table.drop(columns=["label", "network"]) if args.format == "table" else table, args.format)
     if args.format == "table":
@@ -34,6 +37,29 @@ def cmd_frontier(args: argparse.Namespace) -> int:
               f"failed (see the trials of study {plan.job.study_name}); accuracy is over the seeds that finished")
     print("wrote " + ", ".join(str(p) for p in written), file=sys.stderr)
     return 0
+
+
+def _families(text: str) -> list[str]:
+    """--families as a list of known names, 'searched' among them."""
+    from nas.search.frontier import KNOWN_FAMILIES
+
+    wanted = [f.strip() for f in text.split(",") if f.strip()]
+    unknown = [f for f in wanted if f not in KNOWN_FAMILIES]
+    if unknown:
+        raise NasError(f"--families {unknown[0]!r} is not known: use some of {','.join(KNOWN_FAMILIES)}")
+    if "searched" not in wanted:
+        raise NasError("--families must include searched: the baselines are matched to the searched family's FLOPs")
+    return wanted
+
+
+def _given(args: argparse.Namespace) -> tuple[float, float, float] | None:
+    """--alpha --beta --gamma: all three, or none (the studies' winners alone)."""
+    given = (args.alpha, args.beta, args.gamma)
+    if all(v is None for v in given):
+        return None
+    if any(v is None for v in given):
+        raise NasError("give all three of --alpha, --beta and --gamma, or none (to use the studies' winners)")
+    return args.alpha, args.beta, args.gamma
 
 
 def add_frontier_parser(sub: Any) -> None:

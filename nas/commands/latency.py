@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
-from typing import Any, get_args
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, get_args
 
 from nas.commands import SPACE_HELP, Parser, add_coefficients, progress_of
 from nas.config import LatencySettings, Precision, Runtime
 from nas.console import FORMATS, print_table
 from nas.errors import NasError
+
+if TYPE_CHECKING:       # imported when a command runs: the parser is built without torch
+    from nas.latency import LatencyTable
+    from nas.latency.evaluate import TableAccuracy
 
 _LATENCY_FIELDS = ("device", "warmup", "repeats", "threads", "runtime", "precision", "cuda_graph")
 
@@ -72,7 +79,7 @@ def _table_given(args: argparse.Namespace) -> dict[str, Any]:
 def cmd_latency(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from nas.family import networks_from_flags
+    from nas.commands.networks import networks_from_flags
     from nas.latency import measure_networks
 
     members = networks_from_flags(args.space, args.resolution, width=args.width, depth=args.depth,
@@ -85,28 +92,70 @@ def cmd_latency(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_accuracy(accuracy: Any, fmt: str) -> None:
+def _print_accuracy(accuracy: TableAccuracy, fmt: str) -> None:
     """Per-network rows and the summary (mean abs error, Spearman rho); csv keeps stdout to the rows."""
     if fmt == "json":
-        print(json.dumps({"summary": accuracy.to_dict(),
+        print(json.dumps({"summary": accuracy.held_out_error().to_dict(),
                           "networks": json.loads(accuracy.rows.to_json(orient="records"))}, indent=2))
         return
     print_table(accuracy.rows, fmt)
     print(accuracy.summary(), file=sys.stdout if fmt == "table" else sys.stderr)
 
 
-def cmd_latency_table_build(args: argparse.Namespace) -> int:
-    from nas.latency import build_and_evaluate
+def build_and_evaluate(space: str | None, resolution: int | None, samples: int, seed: int, settings: LatencySettings,
+                       out: str | Path, calibration: int, held_out: int,
+                       progress: Callable[[str], None] | None = None) -> TableAccuracy:
+    """Build a table from `samples` seeded networks of `space` (seed), calibrate it on `calibration` others
+    (seed + 1), evaluate it on `held_out` more (seed + 2), and save it to `out`."""
+    from nas.latency.evaluate import build_calibrated_table, check_sample_size, sample_networks
+    from nas.spec import load_spec
 
-    _, accuracy = build_and_evaluate(args.space, args.resolution, args.samples, args.seed,
-                                     LatencySettings(**_table_given(args)), args.out, args.calibration,
-                                     args.held_out, progress_of(args))
+    for n, field, what in ((samples, "samples", "building a latency table"),
+                           (calibration, "calibration", "calibrating a latency table"),
+                           (held_out, "held_out", "evaluating a latency table")):
+        check_sample_size(n, field, what)
+    space = space or "efficientnet_b0"
+    base = load_spec(space)
+    resolution = resolution or base.resolution
+    table, accuracy = build_calibrated_table(
+        sample_networks(base, samples, seed, resolution), sample_networks(base, calibration, seed + 1, resolution),
+        sample_networks(base, held_out, seed + 2, resolution), settings,
+        {"space": space, "resolution": resolution, "samples": samples, "seed": seed}, resolution, progress)
+    table.save(out)
+    if progress:
+        progress(f"wrote {len(table.entries)} pieces to {out}")
+    return accuracy
+
+
+def evaluate_saved_table(table: LatencyTable, space: str | None, resolution: int | None, samples: int,
+                         seed: int | None, overrides: dict[str, Any],
+                         progress: Callable[[str], None] | None = None) -> TableAccuracy:
+    """Evaluate a saved table on seeded networks; space, resolution and seed default to the table's build
+    (seed + 2: its held-out sample, networks it was neither built nor calibrated on), measurement settings
+    to the table's own."""
+    from nas.latency.evaluate import check_sample_size, evaluate_table, sample_networks
+    from nas.spec import load_spec
+
+    check_sample_size(samples, "samples", "evaluating a latency table")
+    settings = dataclasses.replace(table.settings, **overrides)
+    built = table.built_from
+    base = load_spec(space or built.get("space", "efficientnet_b0"))
+    resolution = resolution or built.get("resolution") or base.resolution
+    seed = seed if seed is not None else built.get("seed", 0) + 2
+    return evaluate_table(table, sample_networks(base, samples, seed, resolution), settings, progress=progress)
+
+
+def cmd_latency_table_build(args: argparse.Namespace) -> int:
+    settings = LatencySettings(**_table_given(args))
+    held_out = args.samples if args.held_out is None else args.held_out
+    accuracy = build_and_evaluate(args.space, args.resolution, args.samples, args.seed, settings, args.out,
+                                  args.calibration, held_out, progress_of(args))
     _print_accuracy(accuracy, args.format)
     return 0
 
 
 def cmd_latency_table_eval(args: argparse.Namespace) -> int:
-    from nas.latency import LatencyTable, evaluate_saved_table
+    from nas.latency import LatencyTable
 
     table = LatencyTable.load(args.table)
     stored = table.describe(args.table)       # shown once the settings are known to match (no error line first)

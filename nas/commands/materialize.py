@@ -3,36 +3,84 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nas.commands import SPACE_HELP, add_coefficients, command, progress_of
+from nas.commands.networks import networks_from_flags, parse_phis, writable_folder
 from nas.console import print_table
 from nas.errors import NasError
 
+if TYPE_CHECKING:          # pandas, torch and the family load with the command, not with `nas --help`
+    import pandas as pd
+
+    from nas.config import StudyConfig
+    from nas.family import Member
+
 
 def cmd_materialize(args: argparse.Namespace) -> int:
-    from nas.family import check_out_dir, family_table, materialize_members, with_measured_latency, write_family
+    from nas.family import write_family
 
-    built = materialize_members(args.space, args.preset, (args.alpha, args.beta, args.gamma), args.study,
-                                args.storage, args.phi, args.resolution_multiple, args.exact_cost,
-                                progress_of(args))
-    if args.save_models and not args.out:
+    if args.save_models and not args.out:      # before any work: a latency family takes minutes to time
         raise NasError("--save-models needs --out DIR to write the weights to")
-    if args.out:
-        check_out_dir(Path(args.out))
-    if built.source:
-        print(built.source, file=sys.stderr)
-    df = family_table(built.members, reference=built.base, progress=progress_of(args), target=built.target,
-                      nominal_resolutions=built.nominal_resolutions)
-    if built.latency is not None:       # a latency study's family is handed over timed
-        df = with_measured_latency(df, built.members, built.latency, progress_of(args))
-    if args.out:
-        written = write_family(built.members, Path(args.out), args.save_models, args.num_classes)
-        print(f"wrote {len(written)} files to {args.out}", file=sys.stderr)
+    out = writable_folder(Path(args.out)) if args.out else None
+    members, df = _family(args, parse_phis(args.phi), progress_of(args))
+    if out:
+        written = write_family(members, out, args.save_models, args.num_classes)
+        print(f"wrote {len(written)} files to {out}", file=sys.stderr)
     print_table(df, args.format)
     return 0
+
+
+def _family(args: argparse.Namespace, phis: list[float], progress: Any) -> tuple[list[Member], pd.DataFrame]:
+    """(members, their table) from --preset, --alpha/--beta/--gamma or --study; a study's family is the one its
+    run built (nas.family.study_family), unless --nominal asks for the compound rule as it is."""
+    from nas.family import compound_family, exact_cost_family, family_table, study_family
+    from nas.spec import load_spec
+
+    given = (args.alpha, args.beta, args.gamma)
+    sources = sum([bool(args.preset), any(c is not None for c in given), bool(args.study)])
+    if sources > 1:
+        raise NasError("--preset, --alpha/--beta/--gamma and --study exclude each other: give one of them")
+    if sources == 0 or (not args.study and not args.preset and any(c is None for c in given)):
+        raise NasError("give --preset paper, all three of --alpha --beta --gamma, or --study STUDY")
+    if args.preset and args.exact_cost:
+        raise NasError("--exact-cost solves resolutions of a compound family; --preset paper is the paper's table "
+                       "as it is: drop one of them")
+    if args.study:
+        config, (alpha, beta, gamma) = _study_winner(args.study, args.storage, args.space)
+        base = load_spec(config.space)
+        source = f"study '{config.name}': best coefficients alpha {alpha:.4g} beta {beta:.4g} gamma {gamma:.4g}"
+        if args.exact_cost is False:
+            print(source, file=sys.stderr)
+            members = compound_family(base, alpha, beta, gamma, phis, args.resolution_multiple)
+            return members, family_table(members, base, progress, config.search.target)
+        family = study_family(config, (alpha, beta, gamma), phis, progress, build_table=False)
+        print(f"{source}; each member's resolution solved on its {family.solved_on}", file=sys.stderr)
+        return family.members, family.table
+    if args.exact_cost:
+        base = load_spec(args.space or "efficientnet_b0")
+        members, nominal = exact_cost_family(base, args.alpha, args.beta, args.gamma, phis)
+        return members, family_table(members, base, progress, nominal_resolutions=nominal)
+    members = networks_from_flags(args.space, preset=args.preset, alpha=args.alpha, beta=args.beta, gamma=args.gamma,
+                                  phi=args.phi, resolution_multiple=args.resolution_multiple)
+    return members, family_table(members, load_spec(args.space or "efficientnet_b0"), progress)
+
+
+def _study_winner(study: str, storage: str | None, space: str | None) -> tuple[StudyConfig, tuple[float, float, float]]:
+    """A stored study's definition (its base replaced by --space, when given) and the exact coefficients of its
+    answer: the confirmed best once `nas scale confirm` has run (said in a line), else the proxy's best."""
+    from nas.search.confirm import answer
+    from nas.search.storage import find_study_config, load_stored_study
+
+    config = find_study_config(study, storage)
+    stored, _ = load_stored_study(config.name, config.storage_url())
+    coefficients, confirmed = answer(config, stored)
+    if confirmed:
+        print(f"study '{config.name}': {confirmed}", file=sys.stderr)
+    return (dataclasses.replace(config, space=space) if space else config), coefficients
 
 
 def add_parser(sub: Any) -> None:

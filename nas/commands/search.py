@@ -8,16 +8,18 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from nas.commands import STUDY_HELP, Parser, add_run_options, command, run_job
+from nas.commands import STUDY_HELP, add_run_options, command, fidelity, group, run_job
+from nas.commands.networks import parse_phis
 from nas.console import print_table, stderr_progress
-from nas.errors import NasError
+from nas.errors import ExitCode, NasError, SearchAborted
 
 
 def cmd_scale_run(args: argparse.Namespace) -> int:
     from nas.config import load_study
-    from nas.family import parse_phis
-    from nas.search.results import state_counts, trials_table, verdict
-    from nas.search.scale import ScaleJob, study_family
+    from nas.family import study_family
+    from nas.search.confirm import answer
+    from nas.search.results import state_counts, trials_on_screen, trials_table, verdict
+    from nas.search.scale import ScaleJob
 
     cfg = load_study(args.study)
     if cfg.arch is not None:
@@ -25,60 +27,101 @@ def cmd_scale_run(args: argparse.Namespace) -> int:
     phis = parse_phis(args.phi)
     study = run_job(ScaleJob(cfg), args, "scale run")
     if study is None:
-        return 130
+        return ExitCode.INTERRUPTED
     table = trials_table(study)
     found = verdict(study)
     if found is None:
         print(f"study {cfg.name}: {state_counts(table)}", file=sys.stderr)
         print(f"nas scale run: no trial finished with an accuracy; the reasons are in "
               f"'nas scale show {cfg.name}'", file=sys.stderr)
-        return 1
-    alpha, beta, gamma = found.best.coefficients
+        return ExitCode.BUG
     winners = table[table["rank"].notna()].sort_values("rank").head(args.top)
+    job = ScaleJob(cfg)
+    if cfg.search.rungs > 1:
+        print(f"budget racing: {job.halving(study).reason}", file=sys.stderr)
     if cfg.search.racing:
-        print(f"racing: {ScaleJob(cfg).race(study)[0].reason}", file=sys.stderr)
-    family, drift = study_family(cfg, (alpha, beta, gamma), phis, stderr_progress)
+        print(f"racing: {job.race(study)[0].reason}", file=sys.stderr)
+    confirmed = _confirm(cfg, study, args) if cfg.confirm.run else None
+    (alpha, beta, gamma), answer_words = answer(cfg, study)
+    built = study_family(cfg, (alpha, beta, gamma), phis, stderr_progress)
+    family, drift = built.table, built.drift
     if args.format == "json":
-        print(json.dumps({"study": cfg.name, "best": {"alpha": alpha, "beta": beta, "gamma": gamma},
+        best = found.best
+        print(json.dumps({"study": cfg.name, "best": {"alpha": best.alpha, "beta": best.beta, "gamma": best.gamma},
                           "tie": found.is_tie, "tied_trials": [r.number for r in found.tied],
-                          "verdict": found.sentence(), "rank_stability": found.stability(), "family_drift": drift,
-                          "winners": json.loads(winners.to_json(orient="records")),
+                          "verdict": found.sentence(), "ties": found.test_words(),
+                          "rank_stability": found.stability(),
+                          "confirmation": confirmed.sentences() if confirmed else None,
+                          "family_from": {"alpha": alpha, "beta": beta, "gamma": gamma,
+                                          "confirmed": answer_words},
+                          "family_drift": drift, "winners": json.loads(winners.to_json(orient="records")),
                           "family": json.loads(family.to_json(orient="records"))}, indent=2))
     elif args.format == "csv":
         print_table(family, "csv")
     else:
         print(f"study {cfg.name}: {state_counts(table)}\n\ncandidates (best first; tied_best: within the noise "
-              f"of the best):")
-        print_table(winners, "table")
-        print(f"\nfamily of the best coefficients (alpha {alpha:.4g}, beta {beta:.4g}, gamma {gamma:.4g}) on "
-              f"{cfg.space}{', a tie' if found.is_tie else ''}; resolutions solved so each member's "
-              f"{cfg.search.cost} is {cfg.search.target:g}^phi times the base's (nominal_resolution: gamma^phi):")
+              f"of the best; vs_best: accuracy minus the best's, paired):")
+        shown, under = trials_on_screen(winners)
+        print_table(shown, "table")
+        if under:
+            print("\n".join(under))
+        if confirmed:
+            print(f"\n{confirmed.sentences()[0]}:")
+            print_table(confirmed.table(), "table")
+        source = answer_words or ("a tie: its best" if found.is_tie else "the winner")
+        print(f"\nfamily of alpha {alpha:.4g}, beta {beta:.4g}, gamma {gamma:.4g} ({source}) on {cfg.space}; "
+              f"resolutions solved so each member's {cfg.search.cost} is {cfg.search.target:g}^phi times the "
+              f"base's (nominal_resolution: gamma^phi):")
         print_table(family, "table")
-        print(f"\n{found.sentence()}.\n{found.stability()}.\n{drift}.")
+        lines = [found.sentence(), f"ties: {found.test_words()}", found.stability(),
+                 *(confirmed.sentences()[1:] if confirmed else []), drift]
+        print("\n" + ".\n".join(lines) + ".")
     return 0
 
 
-def cmd_scale_show(args: argparse.Namespace) -> int:
-    from nas.search.results import state_counts, trials_table, verdict
-    from nas.search.storage import load_stored_study
+def _confirm(cfg: Any, study: Any, args: argparse.Namespace) -> Any:
+    """The study's confirmation stage (confirm.run): its leaders retrained at the confirmation budget."""
+    from nas.search.confirm import confirmation
+    from nas.search.retrain import confirmation_job
 
-    study, _ = load_stored_study(args.study, args.storage)
+    if run_job(confirmation_job(cfg, study, cfg.confirm), args, "scale run") is None:
+        raise KeyboardInterrupt
+    result = confirmation(cfg, study)
+    if result is None:
+        raise SearchAborted(f"some confirmation runs failed; their reasons are in the trials of study "
+                            f"{cfg.name}-confirm")
+    return result
+
+
+def cmd_scale_show(args: argparse.Namespace) -> int:
+    from nas.search.confirm import confirmation
+    from nas.search.results import state_counts, trials_on_screen, trials_table, verdict
+    from nas.search.storage import load_stored_study, stored_config
+
+    study, url = load_stored_study(args.study, args.storage)
     table = trials_table(study)
     if table.empty:
         raise NasError(f"study '{study.study_name}' has no trials yet: run it with nas scale run")
+    confirmed = confirmation(stored_config(study, url), study)
     table = table.sort_values(["rank", "trial"], na_position="last")
-    print_table(table, args.format)
     found = verdict(study)
-    if args.format == "table":
+    if args.format != "table":
+        print_table(table, args.format)      # machine formats: the full reason in each row
+    else:
+        shown, under = trials_on_screen(table)
+        print_table(shown, "table")
+        if under:
+            print("\n".join(under))
         print(f"\nstudy {study.study_name}: {state_counts(table)}")
         if found:
-            print(f"{found.sentence()}.\n{found.stability()}.")
+            lines = [found.sentence(), f"ties: {found.test_words()}", found.stability(),
+                     *(confirmed.sentences() if confirmed else [])]
+            print(".\n".join(lines) + ".")
     return 0
 
 
 def add_scale_parser(sub: Any) -> None:
-    scale = sub.add_parser("scale", help="compound-coefficient search (alpha, beta, gamma)")
-    actions = scale.add_subparsers(dest="scale", required=True, parser_class=Parser)
+    actions = group(sub, "scale", "compound-coefficient search (alpha, beta, gamma)")
     r = command(actions, "run", cmd_scale_run, "run or resume a coefficient search from a study file",
                  "Run or resume the study; ends with the winners and the family materialized from the best "
                  "coefficients.")
@@ -86,6 +129,7 @@ def add_scale_parser(sub: Any) -> None:
     add_run_options(r)
     r.add_argument("--phi", default="0-7", help="family members to materialize at the end (default 0-7)")
     r.add_argument("--top", type=int, default=5, help="winners to list (default 5)")
+    fidelity.add_parsers(actions)
     s = command(actions, "show", cmd_scale_show, "trials, feasibility and winners of a study")
     s.add_argument("study", help=STUDY_HELP)
     s.add_argument("--storage", help="storage URL")
@@ -115,7 +159,7 @@ def cmd_arch_run(args: argparse.Namespace) -> int:
     if cfg.arch is None:
         raise NasError(f"{args.study} defines a coefficient search (no 'arch' section): run it with nas scale run")
     study = run_job(ArchJob(cfg), args, "arch run")
-    return 130 if study is None else _print_arch(study, arch_table(study), args.format, args.top)
+    return ExitCode.INTERRUPTED if study is None else _print_arch(study, arch_table(study), args.format, args.top)
 
 
 def cmd_arch_show(args: argparse.Namespace) -> int:
@@ -143,8 +187,7 @@ def cmd_arch_export(args: argparse.Namespace) -> int:
 
 
 def add_arch_parser(sub: Any) -> None:
-    arch = sub.add_parser("arch", help="block-level architecture search (kernel, expansion, SE, depth)")
-    actions = arch.add_subparsers(dest="arch", required=True, parser_class=Parser)
+    actions = group(sub, "arch", "block-level architecture search (kernel, expansion, SE, depth)")
     r = command(actions, "run", cmd_arch_run, "run or resume a block-level search from a study file")
     r.add_argument("study", help="study file with an 'arch' section, or an example's name (arch_quickstart)")
     add_run_options(r)

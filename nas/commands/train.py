@@ -8,9 +8,10 @@ import json
 import sys
 from typing import Any
 
-from nas.commands import SPACE_HELP, Parser, add_coefficients, command, progress_of
+from nas.commands import SPACE_HELP, add_coefficients, command, group, progress_of
 from nas.config import TrainConfig
 from nas.console import print_table
+from nas.errors import ExitCode
 
 
 def _add_training(p: argparse.ArgumentParser) -> None:
@@ -36,9 +37,9 @@ def _train_config(args: argparse.Namespace) -> TrainConfig:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from nas.commands.networks import networks_from_flags
     from nas.data import load_dataset
     from nas.device import resolve_device
-    from nas.family import networks_from_flags
     from nas.flops import count_flops
     from nas.proxy import train
 
@@ -67,7 +68,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         print("\n".join(f"{k:<{width}}  {v}" for k, v in summary.items()))
     if result.status in ("diverged", "oom"):
         print(f"nas train: {result.status}: {result.reason}", file=sys.stderr)
-        return 1
+        return ExitCode.BUG
     return 0
 
 
@@ -92,7 +93,7 @@ def add_train_parser(sub: Any) -> None:
 
 def cmd_bench_proxy(args: argparse.Namespace) -> int:
     from nas.bench import bench_proxy, parse_resolutions
-    from nas.family import networks_from_flags
+    from nas.commands.networks import networks_from_flags
 
     [(_, spec)] = networks_from_flags(args.space, width=args.width, depth=args.depth)
     print_table(bench_proxy([spec], parse_resolutions(args.resolutions), _train_config(args), images=args.images,
@@ -112,8 +113,7 @@ def cmd_bench_search(args: argparse.Namespace) -> int:
 
 
 def add_bench_parser(sub: Any) -> None:
-    bench = sub.add_parser("bench", help="throughput benchmarks against a plain reference loop, and search trials")
-    actions = bench.add_subparsers(dest="bench", required=True, parser_class=Parser)
+    actions = group(sub, "bench", "throughput benchmarks against a plain reference loop, and search trials")
     s = command(actions, "search", cmd_bench_search, "where a search trial's time goes",
                  "Run a study's first trained trials in a study held in memory (the study's storage is not "
                  "touched) and split each trial's wall time: set-up, training, evaluation, other; with trials per "

@@ -29,10 +29,10 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
+import json
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,22 +41,23 @@ import pandas as pd
 from optuna.trial import FrozenTrial
 
 from nas.config import LatencySettings, StudyConfig
+from nas.cost import flops_cost
 from nas.device import resolve_device
 from nas.errors import NasError
 from nas.flops import activations_at, flops_at, params_of
 from nas.latency import measure_specs, measurement_conditions
 from nas.proxy import fuses_seeds
-from nas.records import FrontierRunRecord, record
-from nas.scaling import MAX_MULTIPLIER, PAPER_COEFFICIENTS, check_coefficients, fast_multipliers
-from nas.search.constraint import ProxyFamily, flops_cost, network_key, proxy_family, solve_proxy, target_member
+from nas.records import FrontierMember, FrontierRunRecord, record
+from nas.scaling import MAX_MULTIPLIER, PAPER_COEFFICIENTS, check_coefficients, fast_multipliers, target_member
+from nas.search.constraint import ProxyFamily, network_id, proxy_family, solve_proxy
 from nas.search.results import MEMBER, frontier_table, stored_members
-from nas.search.runner import all_finished, claim_queued, enqueue_missing
+from nas.search.runner import SideJob, all_finished, claim_queued, enqueue_missing
 from nas.search.scoring import describe_outcome, proxy_data, recording_failures, train_and_score
 from nas.spec import NetworkSpec, load_spec, spec_from_dict
+from nas.validation import InvalidField
 
 RUN = "frontier_run"          # FrontierRunRecord.frontier_run: [network id, seed(, fused seeds)] of an enqueued trial
 NETWORK = "network:"          # study attr prefix: network:<id> -> the network's spec
-LATENCY_OF = "full-size network"   # what a member's latency times (stored with it: proxies' figures are redone)
 SINGLE_DIMENSIONS = ("width", "depth", "resolution")
 FAST = "fast"
 
@@ -128,18 +129,15 @@ class FrontierPlan:
     search_table: pd.DataFrame        # the first study's trials (its grid figure)
 
 
-def plan_frontier(study_args: list[str], storage: str | None, families_text: str,
-                  given: tuple[float | None, float | None, float | None], phis_text: str, seeds: int,
+def plan_frontier(study_args: Sequence[str], storage: str | None, families: Sequence[str],
+                  given: tuple[float, float, float] | None, phis: Sequence[float], seeds: int,
                   tolerance: float, latency_device: str | None) -> FrontierPlan:
-    """The frontier a `nas frontier` invocation asks for: which studies lend their proxy and winners,
-    which families, which phis and seeds, and where latency is timed (None: not at all; "": the study's
-    search.latency device)."""
-    from nas.family import parse_phis
+    """The frontier asked for: the studies that lend their proxy and winners, the families (names of
+    KNOWN_FAMILIES, "searched" among them) at `phis` with `seeds` each, and where latency is timed (None:
+    not at all; "": the study's search.latency device)."""
     from nas.search.results import trials_table
     from nas.search.storage import find_study_config, load_stored_study
 
-    if any(v is not None for v in given) and any(v is None for v in given):
-        raise NasError("give all three of --alpha, --beta and --gamma, or none (to use the studies' winners)")
     configs = [find_study_config(s, storage) for s in study_args]
     studies = [load_stored_study(c.name, c.storage_url())[0] for c in configs]
     cfg = configs[0]
@@ -147,24 +145,16 @@ def plan_frontier(study_args: list[str], storage: str | None, families_text: str
         if _proxy_identity(other) != _proxy_identity(cfg):
             raise NasError(f"studies {cfg.name} and {other.name} train different proxies (base, data or budget): "
                            f"a frontier compares families on one proxy; run one frontier per study")
-    wanted = [f.strip() for f in families_text.split(",") if f.strip()]
-    unknown = [f for f in wanted if f not in KNOWN_FAMILIES]
-    if unknown:
-        raise NasError(f"--families {unknown[0]!r} is not known: use some of {','.join(KNOWN_FAMILIES)}")
-    coefficients = None if given[0] is None else (float(given[0]), float(given[1]), float(given[2]))  # type: ignore[arg-type]
-    families = searched_families(configs, studies, coefficients) if "searched" in wanted else []
-    if not families:
-        raise NasError("--families must include searched: the baselines are matched to the searched family's FLOPs")
-    if "paper" in wanted:
-        families.append(paper_family())
-    families += [f for f in (fast_family(), *single_families()) if f.name in wanted]
+    chosen = searched_families(configs, studies, given)
+    if "paper" in families:
+        chosen.append(paper_family())
+    chosen += [f for f in (fast_family(), *single_families()) if f.name in families]
     latency = None
     if latency_device is not None:
         latency = cfg.search.latency
         if latency_device:
             latency = dataclasses.replace(latency, device=latency_device)
-    job = FrontierJob(cfg, tuple(families), tuple(parse_phis(phis_text)), seeds=seeds, tolerance=tolerance,
-                      latency=latency)
+    job = FrontierJob(cfg, tuple(chosen), tuple(phis), seeds=seeds, tolerance=tolerance, latency=latency)
     return FrontierPlan(job, trials_table(studies[0]))
 
 
@@ -173,10 +163,6 @@ def frontier_results(job: FrontierJob, study: optuna.Study) -> pd.DataFrame:
     table = frontier_table(study)
     table = table[table["family"].isin([f.name for f in job.families]) & table["phi"].isin(job.phis)]
     return table.reset_index(drop=True)
-
-
-def network_id(spec: NetworkSpec) -> str:
-    return hashlib.sha256(repr(network_key(spec)).encode()).hexdigest()[:12]
 
 
 def match_flops(make: Callable[[float], NetworkSpec], flops: Callable[[NetworkSpec], float], target: float,
@@ -210,37 +196,25 @@ def match_flops(make: Callable[[float], NetworkSpec], flops: Callable[[NetworkSp
 
 
 @dataclass
-class FrontierJob:
+class FrontierJob(SideJob):
     """Proxy-train `families` at `phis`, `seeds` runs each, in the study `<config.name>-frontier`."""
 
-    config: StudyConfig
     families: tuple[Family, ...]
     phis: tuple[float, ...]
     seeds: int = 3
     tolerance: float = 0.1            # single-dimension baselines must match FLOPs within this
     latency: LatencySettings | None = LatencySettings()
-    directions = ["maximize"]
-    needs_queue = True
+    suffix: str = dataclasses.field(default="frontier", kw_only=True)
 
     def __post_init__(self) -> None:
         if not any(f.kind == "compound" for f in self.families):
             raise NasError("a frontier needs a compound family to match the baselines to: give a study or coefficients")
         if self.seeds < 1:
-            raise NasError(f"--seeds {self.seeds}: give 1 or more seeds per point")
+            raise InvalidField("seeds", self.seeds, "1 or more seeds per point")
         if not 0 < self.tolerance < 1:
-            raise NasError(f"--tolerance {self.tolerance:g}: give a fraction in (0, 1), such as 0.1 for 10 %")
+            raise InvalidField("tolerance", self.tolerance, "a fraction in (0, 1), such as 0.1 for 10 %")
         if not self.phis or any(not (math.isfinite(p) and p >= 0) for p in self.phis):
-            raise NasError(f"--phis {list(self.phis)}: give phi values >= 0, such as 0-3")
-
-    @property
-    def study_name(self) -> str:
-        return f"{self.config.name}-frontier"
-
-    def create_sampler(self, worker: int) -> optuna.samplers.BaseSampler:
-        return optuna.samplers.RandomSampler(seed=self.config.seed + 1000 * worker)   # every run is queued
-
-    def create_pruner(self) -> optuna.pruners.BasePruner:
-        return optuna.pruners.NopPruner()     # every point trains its full budget
+            raise InvalidField("phis", list(self.phis), "phi values >= 0, such as 0-3")
 
     # ----------------------------------------------------------------------------------- members
     @staticmethod
@@ -250,11 +224,11 @@ class FrontierJob:
         return target_member(base, spec.depth_mult / proxy.depth, spec.width_mult / proxy.width,
                              round(base.resolution * spec.resolution / proxy.resolution))
 
-    def members(self, study: optuna.Study, progress: Callable[[str], None]) -> list[dict]:
-        """Every requested (family, phi) member, described and stored in the study. Latency is that of the
-        member's full-size network (`full_size`), all those not measured before timed in one interleaved
-        measurement; it is kept per network and measurement conditions (device and its hardware, runtime,
-        batch, threads, warm-up, repeats; stored beside the figure): other settings measure again."""
+    def members(self, study: optuna.Study, progress: Callable[[str], None]) -> list[FrontierMember]:
+        """Every requested (family, phi) member, described and stored in the study. A member stored by an
+        earlier run of the same request is reused (matching costs FLOP counts). Latency is that of the member's
+        full-size network (`full_size`), all those not measured before under these conditions timed in one
+        interleaved measurement; it is kept per network and conditions, and other conditions measure again."""
         data, proxy, deployed = proxy_data(self.config), proxy_family(self.config), load_spec(self.config.space)
         shape = (data.in_channels, data.num_classes)
 
@@ -264,12 +238,12 @@ class FrontierJob:
         reference = next(f for f in self.families if f.kind == "compound")
         stored = study.user_attrs
         conditions = None if self.latency is None else {
-            **measurement_conditions(self.latency), "warmup": self.latency.warmup, "repeats": self.latency.repeats,
-            "network": LATENCY_OF}
+            **measurement_conditions(self.latency), "warmup": self.latency.warmup, "repeats": self.latency.repeats}
         # One measurement per network and conditions, kept across runs: a shared network (phi = 0) has one.
-        latencies = {m["network"]: m["latency_ms"] for m in stored_members(stored)
-                     if "latency_ms" in m and m.get("latency_conditions") == conditions}
-        out, described, to_time = [], [], {}
+        latencies = {m.network: m.latency_ms for m in stored_members(stored)
+                     if m.latency_ms is not None and m.latency_conditions == conditions}
+        described: list[tuple[str, FrontierMember | None, FrontierMember, NetworkSpec]] = []
+        to_time: dict[str, NetworkSpec] = {}
 
         def compound(f: Family, phi: float) -> NetworkSpec:
             """A compound member on the proxy, its resolution solved so it costs target^phi times phi = 0
@@ -281,64 +255,71 @@ class FrontierJob:
 
         target = self.config.search.target
         for phi in sorted(self.phis):
-            ref_spec = compound(reference, phi)
+            ref_spec = None
             for family in self.families:
                 key = f"{MEMBER}{family.name}:{phi:g}"
-                old = stored.get(key)
-                # A member stored by an earlier run of the same request is reused: matching costs traces.
-                # (Members stored before activations were counted lack them and are described again.)
-                signature = repr((family, reference, self.tolerance, "exact-cost members", "activations",
-                                  "full-size resolution"))
-                if old and old.get("signature") == signature and (
-                        conditions is None or ("latency_ms" in old and old.get("latency_conditions") == conditions)):
-                    out.append(old)
-                    continue
-                if family.kind == "compound":
-                    spec = compound(family, phi)
-                    ratio = flops(spec) / flops(proxy.phi0)
-                    if abs(ratio / target ** phi - 1) > self.tolerance:
-                        progress(f"warning: {family.label} at phi {phi:g} costs {ratio:.2f}x the phi = 0 member "
-                                 f"where {target ** phi:g}x is asked: no proxy resolution comes closer")
-                else:    # nominal guess: FLOPs grow with depth and fast's factor, with width and resolution squared
-                    ratio = flops(ref_spec) / flops(proxy.phi0)
-                    guess = ratio if family.name in ("depth", FAST) else math.sqrt(ratio)
-                    _, spec = match_flops(functools.partial(self._baseline, proxy, family.name), flops,
-                                          flops(ref_spec), guess)
-                net = network_id(spec)
-                member: dict[str, Any] = {
-                    "family": family.name, "label": family.label, "kind": family.kind, "phi": phi,
-                    "alpha": family.alpha, "beta": family.beta, "gamma": family.gamma, "network": net,
-                    "width": spec.width_mult / proxy.width, "depth": spec.depth_mult / proxy.depth,
-                    "resolution": spec.resolution, "params": params_of(spec, *shape), "flops": flops(spec),
-                    "activations": activations_at(spec, spec.resolution, *shape),
-                    "flops_vs_reference": flops(spec) / flops(ref_spec), "reference": reference.name,
-                    "order": self.families.index(family), "signature": signature,
-                }
-                # Baselines only: compound families sit where their coefficients put them.
-                member["matched"] = (abs(member["flops_vs_reference"] - 1) <= self.tolerance
-                                     if family.kind != "compound" else None)
-                if member["matched"] is False:
-                    progress(f"warning: {family.label} at phi {phi:g} comes no closer than "
-                             f"{member['flops_vs_reference']:.2f}x the {reference.name} member's FLOPs (rounding "
-                             f"steps are coarse in this proxy); it is trained and plotted at its own FLOPs")
-                full = self.full_size(deployed, proxy, spec)
-                member["full_size_resolution"] = full.resolution
-                if self.latency is not None and net not in latencies:
-                    to_time[net] = full
+                old = FrontierMember.from_attrs(stored.get(key))
+                request = {"family": dataclasses.asdict(family), "reference": dataclasses.asdict(reference),
+                           "tolerance": self.tolerance}
+                if old is not None and old.request == json.loads(json.dumps(request)):
+                    member, spec = old, spec_from_dict(stored[f"{NETWORK}{old.network}"])
+                else:
+                    ref_spec = ref_spec or compound(reference, phi)
+                    member, spec = self._describe(family, phi, proxy, shape, ref_spec, reference.name, request,
+                                                  flops, compound, progress)
+                    member = dataclasses.replace(member, full_size_resolution=self.full_size(deployed, proxy,
+                                                                                            spec).resolution)
+                if self.latency is not None and member.network not in latencies:
+                    to_time[member.network] = self.full_size(deployed, proxy, spec)
                 described.append((key, old, member, spec))
-                out.append(member)
         if to_time and self.latency is not None:
             progress(f"measuring the latency of {len(to_time)} full-size networks on {self.latency.device}")
             timed = measure_specs(list(to_time.values()), self.latency, progress=progress)
             latencies.update((net, lat.median_ms) for net, lat in zip(to_time, timed))
+        out = []
         for key, old, member, spec in described:
-            if member["network"] in latencies:
-                member["latency_ms"], member["latency_conditions"] = latencies[member["network"]], conditions
+            if member.network in latencies:
+                member = dataclasses.replace(member, latency_ms=latencies[member.network],
+                                             latency_conditions=conditions)
             if old != member:
-                study.set_user_attr(key, member)
-            if f"{NETWORK}{member['network']}" not in stored:
-                study.set_user_attr(f"{NETWORK}{member['network']}", spec.to_dict())
+                study.set_user_attr(key, member.to_attrs())
+            if f"{NETWORK}{member.network}" not in stored:
+                study.set_user_attr(f"{NETWORK}{member.network}", spec.to_dict())
+            out.append(member)
         return out
+
+    def _describe(self, family: Family, phi: float, proxy: ProxyFamily, shape: tuple[int, int], ref_spec: NetworkSpec,
+                  reference: str, request: dict[str, Any], flops: Callable[[NetworkSpec], float],
+                  compound: Callable[[Family, float], NetworkSpec],
+                  progress: Callable[[str], None]) -> tuple[FrontierMember, NetworkSpec]:
+        """A member newly described: a compound family's at its coefficients (solved to exact cost), a baseline's
+        matched to the reference member's FLOPs; warnings where rounding keeps either off its mark."""
+        target = self.config.search.target
+        if family.kind == "compound":
+            spec = compound(family, phi)
+            ratio = flops(spec) / flops(proxy.phi0)
+            if abs(ratio / target ** phi - 1) > self.tolerance:
+                progress(f"warning: {family.label} at phi {phi:g} costs {ratio:.2f}x the phi = 0 member "
+                         f"where {target ** phi:g}x is asked: no proxy resolution comes closer")
+        else:    # nominal guess: FLOPs grow with depth and fast's factor, with width and resolution squared
+            ratio = flops(ref_spec) / flops(proxy.phi0)
+            guess = ratio if family.name in ("depth", FAST) else math.sqrt(ratio)
+            _, spec = match_flops(functools.partial(self._baseline, proxy, family.name), flops, flops(ref_spec), guess)
+        vs_reference = flops(spec) / flops(ref_spec)
+        # Baselines only: compound families sit where their coefficients put them.
+        matched = abs(vs_reference - 1) <= self.tolerance if family.kind != "compound" else None
+        if matched is False:
+            progress(f"warning: {family.label} at phi {phi:g} comes no closer than {vs_reference:.2f}x the "
+                     f"{reference} member's FLOPs (rounding steps are coarse in this proxy); it is trained and "
+                     f"plotted at its own FLOPs")
+        member = FrontierMember(
+            family=family.name, label=family.label, kind=family.kind, phi=phi, network=network_id(spec),
+            width=spec.width_mult / proxy.width, depth=spec.depth_mult / proxy.depth, resolution=spec.resolution,
+            params=params_of(spec, *shape), flops=flops(spec), activations=activations_at(spec, spec.resolution, *shape),
+            flops_vs_reference=vs_reference,
+            reference=reference, order=self.families.index(family), full_size_resolution=0, request=request,
+            alpha=family.alpha, beta=family.beta, gamma=family.gamma, matched=matched)
+        return member, spec
 
     @staticmethod
     def _baseline(proxy: ProxyFamily, name: str, m: float) -> NetworkSpec:
@@ -349,10 +330,10 @@ class FrontierJob:
             return proxy.member(f.depth, f.width, f.resolution)
         return proxy.member(*{"depth": (m, 1.0, 1.0), "width": (1.0, m, 1.0), "resolution": (1.0, 1.0, m)}[name])
 
-    def runs(self, members: list[dict]) -> list[tuple]:
+    def runs(self, members: list[FrontierMember]) -> list[tuple]:
         """The queued runs: (network, seed) each, or, where seeds train fused (proxy.fuses_seeds: on CUDA by
         default), (network, 0, seeds): every seed of a network in one job."""
-        networks = list(dict.fromkeys(m["network"] for m in members))
+        networks = list(dict.fromkeys(m.network for m in members))
         train_cfg = self.config.proxy.train
         if self.seeds > 1 and fuses_seeds(train_cfg, resolve_device(train_cfg.device)):
             return [(net, 0, self.seeds) for net in networks]
@@ -382,8 +363,8 @@ class FrontierJob:
             net, seed, *fused = claim_queued(trial, RUN)
             attrs = trial.study.user_attrs
             spec = spec_from_dict(attrs[f"{NETWORK}{net}"])
-            record(trial, FrontierRunRecord, members=[f"{m['family']} phi {m['phi']:g}" for m in stored_members(attrs)
-                                                      if m["network"] == net],
+            record(trial, FrontierRunRecord, members=[f"{m.family} phi {m.phi:g}" for m in stored_members(attrs)
+                                                      if m.network == net],
                    resolution=spec.resolution, device=device)
             seeds = fused[0] if fused else 1
             return train_and_score(trial, spec, data, train_cfg, seeds, self.config.seed + seed, start, prune=False)

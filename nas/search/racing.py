@@ -14,21 +14,36 @@ then repeats:
 The test is repeated every round on the same candidates, which makes an early false elimination more
 likely than 5 %; tests/test_racing.py measures how often the true best survives on simulated studies.
 
+Budgets race too (successive halving, `successive_halving`): every candidate first trains a fraction of
+the study's budget (rungs at eta^-2, eta^-1 and 1 of it for three rungs); at each rung the best 1/eta go
+on, and with them every candidate the test cannot separate from the best, so a rung never drops a
+candidate the evidence cannot rank below it. Most of a grid is clearly worse after a ninth of the
+training, and a ninth of the training costs a ninth: a grid trains about a third of the images a flat
+grid does. Seed racing then runs on the candidates at the last rung. Both are replays of stored runs,
+so they resume from any interruption, on any worker.
+
 References: M. Birattari, T. Stuetzle, L. Paquete, K. Varrentrapp, "A racing algorithm for configuring
 metaheuristics", GECCO 2002 (F-Race); M. Lopez-Ibanez et al., "The irace package: Iterated racing for
-automatic algorithm configuration", Operations Research Perspectives 3, 2016.
+automatic algorithm configuration", Operations Research Perspectives 3, 2016; K. Jamieson, A. Talwalkar,
+"Non-stochastic best arm identification and hyperparameter optimization", AISTATS 2016 (successive
+halving); L. Li et al., "Hyperband", JMLR 18, 2018.
 """
 
 from __future__ import annotations
 
+import math
 import random
-from collections.abc import Hashable, Mapping, Sequence
+import statistics
+from collections.abc import Callable, Collection, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from nas.statistics import estimate, tied_with_best
+import numpy as np
+
+from nas.statistics import estimate, pack_correct, tied_with_best
 
 K = TypeVar("K", bound=Hashable)
+S = TypeVar("S")
 
 
 @dataclass(frozen=True)
@@ -39,30 +54,41 @@ class RaceDecision(Generic[K]):
     reason: str
 
 
-def decide(results: Mapping[K, Sequence[float]], images: int | None, seeds_per_round: int,
-           max_seeds: int) -> RaceDecision[K]:
+Ties = Callable[[Mapping[K, Sequence[S]]], Sequence[K]]
+"""Which candidates the noise cannot separate from the best, best first, given each one's seed runs (the
+paired test on per-image results in a study: nas.search.results.tie_set; `unpaired_ties` in simulations)."""
+
+
+def unpaired_ties(images: int | None) -> Ties:
+    """The unpaired test on seed accuracies (nas.statistics.tied_with_best), `images` validation images each."""
+    def tied(results: Mapping[K, Sequence[float]]) -> list[K]:
+        keys = list(results)
+        return [keys[i] for i in tied_with_best([estimate(list(results[k]), images) for k in keys])]
+    return tied
+
+
+def decide(results: Mapping[K, Sequence[S]], tied: Ties, seeds_per_round: int, max_seeds: int) -> RaceDecision[K]:
     """One round of the race (module docstring). results holds the racing candidates only, each with at
-    least one seed accuracy; images is the validation split's size (None when unknown)."""
+    least one seed run."""
     if not results:
         raise ValueError("no candidate to race")
     if seeds_per_round < 1 or max_seeds < 1:
         raise ValueError("seeds_per_round and max_seeds must be 1 or more")
-    keys = list(results)
-    tied = tuple(keys[i] for i in tied_with_best([estimate(list(results[k]), images) for k in keys]))
-    if len(tied) == 1:
-        return RaceDecision(tied, {}, True, f"separated: {tied[0]} leads every other beyond the noise")
-    more = {k: min(seeds_per_round, max_seeds - len(results[k])) for k in tied if len(results[k]) < max_seeds}
+    survivors = tuple(tied(results))
+    if len(survivors) == 1:
+        return RaceDecision(survivors, {}, True, f"separated: {survivors[0]} leads every other beyond the noise")
+    more = {k: min(seeds_per_round, max_seeds - len(results[k])) for k in survivors if len(results[k]) < max_seeds}
     if not more:
-        return RaceDecision(tied, {}, True, f"seed budget spent: {len(tied)} candidates still tied")
-    return RaceDecision(tied, more, False,
-                        f"undecided: {len(tied)} candidates tied with {tied[0]}, "
+        return RaceDecision(survivors, {}, True, f"seed budget spent: {len(survivors)} candidates still tied")
+    return RaceDecision(survivors, more, False,
+                        f"undecided: {len(survivors)} candidates tied with {survivors[0]}, "
                         f"{sum(more.values())} more seed runs")
 
 
-def replay(results: Mapping[K, Sequence[float]], images: int | None, first_seeds: int, seeds_per_round: int,
+def replay(results: Mapping[K, Sequence[S]], tied: Ties, first_seeds: int, seeds_per_round: int,
            max_seeds: int) -> tuple[RaceDecision[K], dict[K, int]]:
-    """The race so far, replayed round by round on every seed run stored (each candidate's accuracies in
-    seed order): the decision reached, and how many seeds each candidate has had in the race. While the
+    """The race so far, replayed round by round on every seed run stored (each candidate's runs in seed
+    order): the decision reached, and how many seeds each candidate has had in the race. While the
     decision is not finished, its `more_seeds` are the runs still to train, from seed `have[k]` on.
     A replay needs no state of its own, so a race resumes after any interruption, from any worker."""
     have = {k: first_seeds for k in results}
@@ -70,11 +96,52 @@ def replay(results: Mapping[K, Sequence[float]], images: int | None, first_seeds
         return RaceDecision((), {}, True, "no candidate trained"), have
     racing = dict(results)
     while True:
-        decision = decide({k: racing[k][:have[k]] for k in racing}, images, seeds_per_round, max_seeds)
+        decision = decide({k: racing[k][:have[k]] for k in racing}, tied, seeds_per_round, max_seeds)
         if decision.finished or any(len(results[k]) < have[k] + n for k, n in decision.more_seeds.items()):
             return decision, have
         have.update({k: have[k] + n for k, n in decision.more_seeds.items()})
         racing = {k: results[k] for k in decision.survivors}
+
+
+def rung_budgets(rungs: int, eta: int) -> list[float]:
+    """The share of the study's training budget each rung trains: eta^-(rungs - 1), ..., eta^-1, 1."""
+    return [float(eta) ** (r - rungs + 1) for r in range(rungs)]
+
+
+@dataclass(frozen=True)
+class HalvingDecision(Generic[K]):
+    rung: int                       # the rung the field trains now, or (finished) the last one
+    field: tuple[K, ...]            # the candidates at that rung, best first where ranked
+    to_train: tuple[K, ...]         # the field's candidates still without a result at that rung
+    finished: bool                  # every rung trained: the field is the last rung's
+    reason: str                     # what the last promotion did, in words
+
+
+def successive_halving(rungs: Sequence[Mapping[K, Sequence[S]]], eta: int, mean: Callable[[Sequence[S]], float],
+                       tied: Ties, dropped: Collection[K] = ()) -> HalvingDecision[K]:
+    """Successive halving replayed on the stored results: `rungs[r]` holds every finished result at rung r
+    (a candidate's key -> its seed runs there, all candidates at rung 0). From rung 0 up, the field of each
+    rung is promoted: the best ceil(n / eta) by `mean`, plus those `tied` keeps (the candidates the noise
+    cannot separate from the best). The replay stops at the first rung whose
+    field lacks results (they are the runs to train next) or at the last rung. A candidate in `dropped` whose
+    run at a rung failed for good (it can never be compared there) leaves the race at that rung."""
+    field = tuple(sorted(rungs[0], key=lambda k: -mean(rungs[0][k]))) if rungs else ()
+    reason = f"rung 1 of {len(rungs)}: every candidate trains"
+    for r, results in enumerate(rungs):
+        field = tuple(k for k in field if k in results or k not in dropped)
+        missing = tuple(k for k in field if k not in results)
+        if missing:
+            return HalvingDecision(r, field, missing, False, reason)
+        ranked = tuple(sorted(field, key=lambda k: -mean(results[k])))
+        if r == len(rungs) - 1:
+            return HalvingDecision(r, ranked, (), True, reason)
+        top = ranked[:math.ceil(len(ranked) / eta)]
+        kept = set(tied({k: results[k] for k in ranked}))
+        field = tuple(k for k in ranked if k in top or k in kept)
+        reason = (f"rung {r + 1} of {len(rungs)}: {len(field)} of {len(ranked)} candidates go on (the best "
+                  f"{len(top)}" + (f" and {len(field) - len(top)} tied with the best)" if len(field) > len(top)
+                                   else ")"))
+    return HalvingDecision(0, (), (), True, "no candidate trained")
 
 
 @dataclass(frozen=True)
@@ -101,8 +168,10 @@ def simulate(true_means: Sequence[float], noise_sd: float, images: int, first_se
     results = {i: [simulated_run(m, noise_sd, images, rng) for _ in range(first_seeds)]
                for i, m in enumerate(true_means)}
     runs = first_seeds * len(true_means)
+    tied = unpaired_ties(images)
     while True:
-        decision = decide(results, images, seeds_per_round, max_seeds)
+        decision = decide(dict(sorted(results.items(), key=lambda kv: -sum(kv[1]) / len(kv[1]))), tied,
+                          seeds_per_round, max_seeds)
         if decision.finished:
             best = max(range(len(true_means)), key=lambda i: true_means[i])
             return SimulatedRace(decision.survivors, runs, best in decision.survivors)
@@ -117,3 +186,69 @@ def single_seed_pick(true_means: Sequence[float], noise_sd: float, images: int, 
     broken at random). Returns the index picked."""
     accuracies = [simulated_run(m, noise_sd, images, rng) for m in true_means]
     return max(range(len(accuracies)), key=lambda i: (accuracies[i], rng.random()))
+
+
+@dataclass(frozen=True)
+class SimulatedHalving:
+    flat_best: int                  # the best of the flat grid (every candidate at the full budget)
+    survivors: tuple[int, ...]      # the candidates halving trained at the full budget
+    tied: tuple[int, ...]           # halving's answer: the last rung's tie set, best first
+    budget: float                   # training spent, in candidate-runs at the full budget
+    flat_budget: float              # the flat grid's: candidates x seeds
+
+    @property
+    def kept_verdict(self) -> bool:
+        """Halving's answer holds the flat grid's best. A candidate's full-budget runs are the same either way
+        (training is deterministic per seed), so this is exactly whether the flat best survived every rung:
+        then it is the best of the last rung, and its tie set or its win is the flat grid's."""
+        return self.flat_best in self.tied
+
+
+def simulate_halving(true_means: Sequence[float], rung_noise: Sequence[float], seed_sd: float, affinity_sd: float,
+                     images: int, seeds: int, eta: int, tied: Ties, rng: np.random.Generator) -> SimulatedHalving:
+    """A grid raced over len(rung_noise) budget rungs on runs simulated image by image, so that `tied` can be
+    the study's own paired test (nas.search.results.tie_set). An item-response model, in logits: image i has
+    a difficulty b_i ~ N(0, 1.5) shared by every network (easy images are right for all: what pairing sees)
+    and candidate c an affinity g_ci ~ N(0, affinity_sd) for it, the same at every rung and seed (an
+    architecture gets the same images right however long it trains); a run of c gets image i right with
+    probability sigmoid(theta - b_i + g_ci), theta being c's ability (solved so that its expected accuracy is
+    true_means[c]) moved by its seed's N(0, seed_sd) and, at rung r, by c's own N(0, rung_noise[r]) (a
+    short training ranks candidates differently from a long one; the last rung's is 0). Runs are (accuracy,
+    packed right/wrong) pairs, as a study stores them."""
+    difficulty = rng.normal(0, 1.5, images)
+
+    def expected(theta: float) -> float:
+        return float(np.mean(1 / (1 + np.exp(difficulty - theta))))
+
+    def ability(p: float) -> float:
+        lo, hi = -10.0, 10.0
+        for _ in range(50):
+            lo, hi = ((lo + hi) / 2, hi) if expected((lo + hi) / 2) < p else (lo, (lo + hi) / 2)
+        return (lo + hi) / 2
+
+    n = len(true_means)
+    thetas = [ability(m) for m in true_means]
+    affinity = rng.normal(0, affinity_sd, (n, images))
+
+    def run(c: int, theta: float) -> tuple[float, str]:
+        right = rng.random(images) < 1 / (1 + np.exp(difficulty - affinity[c] - theta - rng.normal(0, seed_sd)))
+        return float(right.mean()), pack_correct(right)
+
+    rungs = []
+    for sd in rung_noise:
+        offsets = rng.normal(0, sd, n) if sd else np.zeros(n)
+        rungs.append({i: [run(i, t + offsets[i]) for _ in range(seeds)] for i, t in enumerate(thetas)})
+
+    def mean(runs: Sequence[tuple[float, str]]) -> float:
+        return statistics.fmean(a for a, _ in runs)
+
+    def ranked(keys: Sequence[int]) -> dict[int, list[tuple[float, str]]]:
+        return dict(sorted(((k, rungs[-1][k]) for k in keys), key=lambda kv: -mean(kv[1])))
+
+    trained = [tuple(range(n))]
+    for r in range(1, len(rungs)):      # each rung's field, as the replay promotes it
+        decision = successive_halving([rungs[q] if q < r else {} for q in range(len(rungs))], eta, mean, tied)
+        trained.append(decision.field)
+    budgets = rung_budgets(len(rungs), eta)
+    return SimulatedHalving(tied(ranked(range(n)))[0], trained[-1], tuple(tied(ranked(trained[-1]))),
+                            sum(len(field) * seeds * b for field, b in zip(trained, budgets)), n * seeds)

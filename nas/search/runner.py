@@ -21,6 +21,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal, Protocol, cast
 
 import optuna
@@ -28,11 +29,21 @@ from optuna.storages import fail_stale_trials
 from optuna.trial import FrozenTrial, TrialState
 
 from nas.config import StudyConfig
-from nas.errors import NasError, SearchAborted
+from nas.console import stderr_progress
+from nas.errors import ExitCode, NasError, SearchAborted
 from nas.records import TrialRecord, record
 from nas.search.storage import fail_trials_without_heartbeat, masked, open_storage, storage_failure, unwritable_failure
+from nas.validation import read_from
 
 MAX_FAILURES_IN_A_ROW = 3
+
+# The trial rules a study is created under, stored with it (study attribute "trial_rules", beside
+# "created_by": the effnas version). Raise it when a change makes new trials no longer comparable with the
+# old ones of a resumed study: how candidates are solved (equal-cost resolutions, the proxy, the family
+# check, what makes a candidate infeasible), how seeds and budgets are raced, and what a trial records
+# (nas.records). A study resumed under other rules keeps its finished trials and says so in one line.
+# 0: studies created before the rules were recorded.
+TRIAL_RULES = 1
 
 
 class SearchJob(Protocol):
@@ -52,6 +63,28 @@ class SearchJob(Protocol):
     def done(self, study: optuna.Study) -> bool: ...
     def objective(self) -> Callable[[optuna.Trial], float | Sequence[float]]: ...
     def describe(self, trial: FrozenTrial) -> str: ...
+
+
+@dataclass
+class SideJob:
+    """A job whose study sits beside a search's (`<name>-<suffix>`, in its storage): a frontier, a confirmation,
+    a calibration. Every run is queued (the sampler has nothing to choose) and trains its whole budget (no
+    pruner); subclasses say what the runs are."""
+
+    config: StudyConfig
+    suffix: str = dataclasses.field(kw_only=True)
+    directions = ["maximize"]
+    needs_queue = True
+
+    @property
+    def study_name(self) -> str:
+        return f"{self.config.name}-{self.suffix}"
+
+    def create_sampler(self, worker: int) -> optuna.samplers.BaseSampler:
+        return optuna.samplers.RandomSampler(seed=self.config.seed + 1000 * worker)
+
+    def create_pruner(self) -> optuna.pruners.BasePruner:
+        return optuna.pruners.NopPruner()
 
 
 def counts_as_finished(t: FrozenTrial) -> bool:
@@ -112,9 +145,13 @@ def create_or_load(job: SearchJob, storage: optuna.storages.BaseStorage, url: st
                                 load_if_exists=True)
     stored = study.user_attrs.get("fingerprint")
     if stored is None:
+        from nas import __version__
+
         study.set_user_attr("fingerprint", cfg.fingerprint())
         study.set_user_attr("config", cfg.to_dict())
         study.set_user_attr("kind", type(job).__name__)
+        study.set_user_attr("created_by", __version__)
+        study.set_user_attr("trial_rules", TRIAL_RULES)
     elif stored != cfg.fingerprint():
         start_over = (f"delete {cfg.run_dir} to start over" if url == cfg.storage_url(None) and not cfg.storage else
                       f"delete the study from that database to start over (optuna delete-study --study-name "
@@ -251,24 +288,17 @@ def _take_trials(job: SearchJob, storage_url: str, worker: int, progress: Callab
             time.sleep(1)
 
 
-BAD_INPUT = 2       # a worker's exit code when it stopped on a NasError (reported once, by the launcher)
-
-
 def _worker_main(job: SearchJob, storage_url: str, worker: int, device: str, errors: Any) -> None:
     try:
-        worker_loop(job, storage_url, worker, _stderr, device)
+        worker_loop(job, storage_url, worker, stderr_progress, device)
     except KeyboardInterrupt:
-        sys.exit(130)
+        sys.exit(ExitCode.INTERRUPTED)
     except SearchAborted as e:
-        _stderr(f"[worker {worker}] stopped: {e}")
-        sys.exit(3)
+        stderr_progress(f"[worker {worker}] stopped: {e}")
+        sys.exit(ExitCode.ABORTED)
     except NasError as e:      # the launcher says it once, for all workers
         errors.put(str(e))
-        sys.exit(BAD_INPUT)
-
-
-def _stderr(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
+        sys.exit(ExitCode.BAD_INPUT)
 
 
 def check_workers(workers: int, gpus: Sequence[int], force: bool = False) -> None:
@@ -288,18 +318,22 @@ def check_workers(workers: int, gpus: Sequence[int], force: bool = False) -> Non
 
 
 def run_search(job: SearchJob, workers: int = 1, storage_url: str | None = None,
-               progress: Callable[[str], None] = _stderr, force_workers: bool = False,
+               progress: Callable[[str], None] = stderr_progress, force_workers: bool = False,
                gpus: Sequence[int] | None = None) -> optuna.Study:
     """Create or resume the study, then run `workers` worker processes (in this process when 1), worker i on
     GPU i mod n of `gpus` (default: every visible GPU) when the study trains on CUDA.
 
     Everything a worker would fail on at start (the data source, the storage) is checked here first, so a
     bad input is one line from the launcher, not one traceback per worker."""
-    from nas.device import training_gpus, worker_device
+    from nas.device import resolve_device, training_gpus, worker_device
     from nas.search.scoring import proxy_data
 
     device = job.config.proxy.train.device
-    gpus = training_gpus(device, gpus)
+    with read_from(job.config.source, "proxy.train"):
+        gpus = training_gpus(device, gpus)
+    if job.config.search.cost == "latency" and job.config.arch is None:
+        with read_from(job.config.source, "search.latency"):
+            resolve_device(job.config.search.latency.device)
     check_workers(workers, gpus, force_workers)
     inputs = built_from(job.config)     # a missing data set or network fails here, before storage is made
     proxy_data(job.config)              # so does a data set that cannot be read or subset
@@ -314,6 +348,17 @@ def run_search(job: SearchJob, workers: int = 1, storage_url: str | None = None,
     done_before = sum(counts_as_finished(t) for t in study.get_trials(deepcopy=False))
     if done_before:
         progress(f"resuming study '{job.study_name}' ({masked(url)}): {done_before} finished trials kept")
+    attrs = study.user_attrs
+    rules = attrs.get("trial_rules", 0)       # absent: a study from before the rules were recorded
+    if rules != TRIAL_RULES:
+        creator = (f"effnas {attrs['created_by']}" if "created_by" in attrs else
+                   "an effnas that did not record its version")
+        progress(f"resuming study '{job.study_name}' created by {creator} under trial rules {rules} (now "
+                 f"{TRIAL_RULES}): its finished trials are kept and new trials follow the current rules")
+    from nas import __version__
+
+    if (done_before or rules != TRIAL_RULES) and attrs.get("resumed_by") != __version__:
+        study.set_user_attr("resumed_by", __version__)      # the effnas that last resumed it
     job.prepare(study, progress)
     if workers == 1:
         worker_loop(job, url, 0, progress, worker_device(0, device, gpus))
@@ -332,11 +377,11 @@ def run_search(job: SearchJob, workers: int = 1, storage_url: str | None = None,
                 p.join(timeout=30)
             raise
         bad = {p.name: p.exitcode for p in procs if p.exitcode != 0}
-        if bad and all(code == 130 for code in bad.values()):
+        if bad and all(code == ExitCode.INTERRUPTED for code in bad.values()):
             raise KeyboardInterrupt
-        if BAD_INPUT in bad.values():
+        if ExitCode.BAD_INPUT in bad.values():
             raise NasError(errors.get())
-        if 3 in bad.values():
+        if ExitCode.ABORTED in bad.values():
             raise SearchAborted("workers stopped after repeated trial errors (see above)")
         if bad:
             names = ', '.join(f'{n} (exit {c})' for n, c in bad.items())

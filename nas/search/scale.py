@@ -15,91 +15,33 @@ whose resolution is solved again on its own FLOPs so that all candidates train a
 from __future__ import annotations
 
 import math
+import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import optuna
-import pandas as pd
 from optuna.trial import FrozenTrial
 
 from nas.config import StudyConfig, TrainConfig
+from nas.cost import Candidate, flops_cost, solve_resolution, study_cost
 from nas.device import resolve_device
 from nas.errors import NasError
-from nas.family import check_family, exact_cost_family, family_table, with_measured_latency, worst_deviation
+from nas.family import check_family
 from nas.flops import flops_at, params_of
-from nas.latency import LatencyTable
+from nas.latency import search_table
 from nas.records import CoefficientRecord, record, records
-from nas.search.constraint import (
-    CostFn,
-    ProxyFamily,
-    activations_cost,
-    feasible_grid,
-    flops_cost,
-    latency_cost,
-    proxy_family,
-    solve_proxy,
-    solve_resolution,
-    target_member,
-)
-from nas.search.predictor import search_table, table_path
-from nas.search.racing import RaceDecision, replay
-from nas.search.results import candidates
+from nas.scaling import target_member
+from nas.search.constraint import ProxyCandidate, ProxyFamily, feasible_grid, proxy_family, solve_proxy
+from nas.search.racing import HalvingDecision, RaceDecision, Ties, replay, rung_budgets, successive_halving
+from nas.search.results import Run, candidates, runs_of, tie_set
 from nas.search.runner import all_finished, claim_queued, enqueue_missing
-from nas.search.scoring import describe_outcome, make_pruner, proxy_data, recording_failures, train_and_score
+from nas.search.scoring import budgeted, describe_outcome, make_pruner, proxy_data, recording_failures, train_and_score
 from nas.spec import NetworkSpec, load_spec
-
-
-def study_cost(config: StudyConfig, build_table: bool = True, progress: Callable[[str], None] | None = None,
-               ) -> tuple[CostFn, str, LatencyTable | None]:
-    """(the study's cost of a full-size network, what it is in words, the latency table it predicts from).
-    Latency with `search.predictor: table` is predicted from the device's table (built when missing, unless
-    `build_table` is off), or timed when the table cannot serve; FLOPs and activations are counted."""
-    s = config.search
-    if s.cost == "latency":
-        table = search_table(config, progress, build=build_table) if s.predictor == "table" else None
-        words = "latency predicted by the table" if table else f"latency measured on {s.latency.device}"
-        return latency_cost(s.latency, 3, 1000, table), words, table
-    if s.cost == "activations":
-        return activations_cost(3, 1000), "activations", None
-    return flops_cost(3, 1000), "FLOPs", None
-
-
-def study_family(config: StudyConfig, coefficients: tuple[float, float, float], phis: Sequence[float],
-                 progress: Callable[[str], None] | None = None) -> tuple[pd.DataFrame, str]:
-    """(its table, the worst deviation in words) of a coefficient study's family: each member's
-    resolution solved on the study's own cost, so a latency study's family doubles its latency, not its FLOPs;
-    a latency family is then timed for real, whatever predicted it, and judged on those timings. Pieces the
-    run's own table gains while the members are solved are saved with it, so `nas materialize --study` finds
-    the same resolutions without timing them again."""
-    s = config.search
-    cost, words, table = study_cost(config, progress=progress)
-    known = len(table.entries) if table else 0
-    if progress:
-        timed = f", then its latency timed on {s.latency.device}" if s.cost == "latency" else ""
-        progress(f"materializing the family: phi {', '.join(f'{p:g}' for p in phis)}, each member's resolution "
-                 f"solved on its {words}{timed}")
-    if progress and s.cost == "latency":        # each timing of a large member takes seconds: say each one
-        timed_cost = cost
-
-        def cost(spec: NetworkSpec, resolution: int) -> float:
-            value = timed_cost(spec, resolution)
-            progress(f"  {spec.name} at {resolution} px: {value:.1f} ms")
-            return value
-    members, nominal = exact_cost_family(load_spec(config.space), *coefficients, phis, s.target,
-                                         cost=None if s.cost == "flops" else cost)
-    if table and len(table.entries) > known and not s.latency_table:    # a table the study names is the user's
-        table.save(table_path(config))
-        if progress:
-            progress(f"kept the {len(table.entries) - known} pieces timed for the family in {table_path(config)}")
-    family = family_table(members, target=s.target, nominal_resolutions=nominal)
-    if s.cost == "latency":
-        family = with_measured_latency(family, members, s.latency, progress)
-    return family, worst_deviation(family, s.target, s.cost)
-
 
 GRID_POINT = "grid_point"   # CoefficientRecord.grid_point: [alpha, beta] of an enqueued grid trial
 RACE_RUN = "race_run"       # CoefficientRecord.race_run: [alpha, beta, first seed, seeds] of a racing trial
+RUNG_RUN = "rung_run"       # CoefficientRecord.rung_run: [alpha, beta, rung] of a budget-racing trial
 
 
 @dataclass
@@ -158,44 +100,82 @@ class ScaleJob:
             return
         grid = study.user_attrs.get("grid")
         if grid is None:
-            s = self.config.search
-            progress(f"enumerating the grid: alpha {s.alpha}, beta {s.beta}, step {s.step}, "
-                     f"{s.cost} ratio within {s.target:g} +- {s.tolerance:.0%}")
-            cost, _, table = study_cost(self.config)
-            feasible, examined = feasible_grid(self.target_base(), s.alpha, s.beta, s.step, cost, s.target,
-                                               s.tolerance, progress, "predicted" if table else "measured")
-            if not feasible:
-                raise NasError(f"{self.config.source}: no grid point meets the constraint ({examined} examined): "
-                               f"widen search.alpha/search.beta, or raise search.tolerance")
+            feasible, examined, proxies = self.enumerate_grid(progress)
             grid = [{"alpha": c.alpha, "beta": c.beta} for c in feasible]
             study.set_user_attr("grid", grid)
             study.set_user_attr("grid_examined", examined)
-            proxies = [solve_proxy(self.family(), c.alpha, c.beta, c.gamma, self.proxy_cost(), s.target,
-                                   s.tolerance).feasible for c in feasible]
             progress(f"grid: {len(grid)} distinct feasible networks of {examined} points examined; "
-                     f"{sum(proxies)} have an equal-cost proxy (the others are recorded, not trained)")
+                     f"{sum(p.feasible for p in proxies)} have an equal-cost proxy (the others are recorded, not "
+                     f"trained)")
         missing = enqueue_missing(study, GRID_POINT, [((p["alpha"], p["beta"]), p) for p in grid])
         if missing and missing < len(grid):
             progress(f"re-queued {missing} grid point(s) left unfinished")
-        if self.config.search.racing and not missing and self._grid_finished(study):
+        if missing or not self._grid_finished(study):
+            return
+        if self.config.search.rungs > 1:
+            halving = self.halving(study)
+            progress(f"budget racing: {halving.reason}")
+            if not halving.finished:
+                enqueue_missing(study, RUNG_RUN, [((a, b, halving.rung), {"alpha": a, "beta": b})
+                                                  for a, b in halving.to_train])
+                return
+        if self.config.search.racing:
             decision, have = self.race(study)
             progress(f"racing: {decision.reason}")
             enqueue_missing(study, RACE_RUN, [((a, b, have[(a, b)], n), {"alpha": a, "beta": b})
                                               for (a, b), n in decision.more_seeds.items()])
 
+    def enumerate_grid(self, progress: Callable[[str], None]) -> tuple[list[Candidate], int, list[ProxyCandidate]]:
+        """(the grid's feasible full-size candidates, points examined, each candidate's proxy): judged on the
+        study's cost at full size, then each proxy's resolution solved on its own FLOPs."""
+        s = self.config.search
+        progress(f"enumerating the grid: alpha {s.alpha}, beta {s.beta}, step {s.step}, "
+                 f"{s.cost} ratio within {s.target:g} +- {s.tolerance:.0%}")
+        cost, _, table = study_cost(self.config)
+        feasible, examined = feasible_grid(self.target_base(), s.alpha, s.beta, s.step, cost, s.target,
+                                           s.tolerance, progress, "predicted" if table else "measured")
+        if not feasible:
+            raise NasError(f"{self.config.source}: no grid point meets the constraint ({examined} examined): "
+                           f"widen search.alpha/search.beta, or raise search.tolerance")
+        proxies = [solve_proxy(self.family(), c.alpha, c.beta, c.gamma, self.proxy_cost(), s.target, s.tolerance)
+                   for c in feasible]
+        return feasible, examined, proxies
+
+    def _ties(self, study: optuna.Study) -> Ties:
+        """The paired test (unpaired for trials stored without per-image results) on this study's runs."""
+        images = next((r.val_images for r in records(study, CoefficientRecord) if r.val_images), None)
+        return lambda results: tie_set(results, images)[0]
+
+    def halving(self, study: optuna.Study) -> HalvingDecision:
+        """Budget racing over the grid's trained candidates, replayed on their stored rung runs
+        (racing.successive_halving). A candidate whose rung run failed for good leaves the race."""
+        s = self.config.search
+        rungs: list[dict[tuple, list[Run]]] = [{} for _ in range(s.rungs)]
+        dropped = set()
+        for r in records(study, CoefficientRecord):
+            point = r.grid_point or r.rung_run
+            if not point or (r.grid_point and not r.trainable):
+                continue
+            key, rung = (point[0], point[1]), int(r.rung_run[2]) if r.rung_run else 0
+            if r.state == "complete" and r.seed_accuracies:
+                rungs[rung][key] = runs_of(r)
+            elif r.finished_for_good and r.rung_run:
+                dropped.add(key)
+        return successive_halving(rungs, s.eta, lambda runs: statistics.fmean(a for a, _ in runs),
+                                  self._ties(study), dropped)
+
     def race(self, study: optuna.Study) -> tuple[RaceDecision, dict[tuple, int]]:
-        """The race over the grid's trained candidates, replayed on their stored seed runs (racing.replay):
-        its decision, and the seeds each candidate has had. A candidate with a failed racing run leaves the
-        race (it could never catch up)."""
+        """The seed race over the grid's candidates at the full budget (the last rung), replayed on their
+        stored seed runs (racing.replay): its decision, and the seeds each candidate has had. A candidate with
+        a failed racing run leaves the race (it could never catch up)."""
         s = self.config.search
         failed = {tuple(r.race_run[:2]) for r in records(study, CoefficientRecord)
                   if r.race_run and r.finished_for_good and not r.seed_accuracies}
-        field = candidates(study)
-        results = {tuple(r.grid_point): r.seed_accuracies for r in field
-                   if r.state == "complete" and r.seed_accuracies and r.grid_point
+        last = s.rungs - 1 if s.rungs > 1 else None
+        results = {tuple(r.grid_point): runs_of(r) for r in candidates(study)
+                   if r.state == "complete" and r.seed_accuracies and r.grid_point and r.rung == last
                    and tuple(r.grid_point) not in failed}
-        images = next((r.val_images for r in field if r.val_images), None)
-        return replay(results, images, s.seeds, s.seeds, s.max_seeds)
+        return replay(results, self._ties(study), s.seeds, s.seeds, s.max_seeds)
 
     def _grid_finished(self, study: optuna.Study) -> bool:
         grid = study.user_attrs.get("grid") or []
@@ -204,6 +184,8 @@ class ScaleJob:
     def done(self, study: optuna.Study) -> bool:
         if self.needs_queue:
             if not self._grid_finished(study):
+                return False
+            if self.config.search.rungs > 1 and not self.halving(study).finished:
                 return False
             return not self.config.search.racing or self.race(study)[0].finished
         s = self.config.search
@@ -215,7 +197,7 @@ class ScaleJob:
     def suggest(self, trial: optuna.Trial) -> tuple[float, float]:
         s = self.config.search
         if self.needs_queue:
-            claim_queued(trial, RACE_RUN if RACE_RUN in trial.user_attrs else GRID_POINT)
+            claim_queued(trial, next(a for a in (RACE_RUN, RUNG_RUN, GRID_POINT) if a in trial.user_attrs))
             return trial.suggest_float("alpha", *s.alpha), trial.suggest_float("beta", *s.beta)
         limit = s.target * (1 + s.tolerance)
         alpha = trial.suggest_float("alpha", s.alpha[0], min(s.alpha[1], limit / s.beta[0] ** 2))
@@ -245,7 +227,7 @@ class ScaleJob:
                proxy_feasible=proxy.feasible)
         violation = max(cand.violation, proxy.violation)
         reasons = [] if proxy.feasible else [proxy.reason()]
-        if cand.feasible and not trial.user_attrs.get(RACE_RUN):    # a racing run's grid trial checked it
+        if cand.feasible and (GRID_POINT in trial.user_attrs or not self.needs_queue):   # not again for racing runs
             whole = check_family(full_base, alpha, beta, cand.gamma, s.family_phis, s.target, s.tolerance)
             record(trial, CoefficientRecord, family_worst=None if whole.unbuildable else whole.worst,
                    family_phi=whole.phi, family_feasible=whole.feasible)
@@ -263,12 +245,18 @@ class ScaleJob:
                depths=[st.repeats for st in full1.stages], stem_head=[full1.stem_channels, full1.head_channels],
                params=params_of(full1), flops0=flops0, flops1=flops1, flops_ratio=flops1 / flops0,
                proxy_params=params_of(proxy.spec, *shape), device=device)
-        race_run = trial.user_attrs.get(RACE_RUN)
+        race_run, rung_run = trial.user_attrs.get(RACE_RUN), trial.user_attrs.get(RUNG_RUN)
+        if s.rungs > 1:    # budget racing: the grid trial trains the smallest rung, a race run the full budget
+            rung = s.rungs - 1 if race_run else int(rung_run[2]) if rung_run else 0
+            share = rung_budgets(s.rungs, s.eta)[rung]
+            record(trial, CoefficientRecord, rung=rung, rungs=s.rungs, budget=share)
+            train_cfg = budgeted(train_cfg, data, share)
         if race_run:       # more seeds for a candidate still in the race: seeds first .. first + n - 1
             first, n = int(race_run[2]), int(race_run[3])
             return train_and_score(trial, proxy.spec, data, train_cfg, n, self.config.seed + first, start,
                                    prune=False)
-        return train_and_score(trial, proxy.spec, data, train_cfg, s.seeds, self.config.seed, start)
+        return train_and_score(trial, proxy.spec, data, train_cfg, s.seeds, self.config.seed, start,
+                               prune=not rung_run)
 
     def describe(self, t: FrozenTrial) -> str:
         r = CoefficientRecord.from_trial(t)
@@ -278,6 +266,8 @@ class ScaleJob:
                 f"({r.resolution0}->{r.resolution1} px), {self.config.search.cost} ratio {r.ratio:.3f}")
         if r.proxy_resolution is not None:
             text += f", proxy at {r.proxy_resolution} px, ratio {r.proxy_flops_ratio:.3f}"
+        if r.rung is not None and r.rungs:
+            text += f", rung {r.rung + 1}/{r.rungs} ({r.budget:.3g} of the budget)"
         if r.race_run:
             first, last = int(r.race_run[2]), int(r.race_run[2] + r.race_run[3] - 1)
             text += f", racing seed {first}" if first == last else f", racing seeds {first}-{last}"

@@ -3,6 +3,7 @@ recording why a trial failed. A job's objective wraps its own candidate logic ar
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import statistics
 import time
@@ -32,6 +33,15 @@ def proxy_data(config: StudyConfig) -> Dataset:
 @functools.lru_cache(maxsize=2)
 def _load_cached(dataset: str, per_class: int | None, fraction: float | None, seed: int) -> Dataset:
     return load_dataset(dataset, per_class=per_class, fraction=fraction, seed=seed)
+
+
+def budgeted(cfg: TrainConfig, data: Dataset, share: float) -> TrainConfig:
+    """`cfg` with `share` times its optimizer steps on `data` (at least one): a budget rung's fraction, or a
+    confirmation's multiple, of the study's training; the same schedule, its warm-up scaled alike."""
+    if share == 1:
+        return cfg
+    total = cfg.steps or cfg.epochs * max(1, len(data.y_train) // cfg.batch_size)
+    return dataclasses.replace(cfg, steps=max(1, round(total * share)), warmup_epochs=cfg.warmup_epochs * share)
 
 
 def make_pruner(config: StudyConfig) -> optuna.pruners.BasePruner:
@@ -71,9 +81,10 @@ def train_and_score(trial: optuna.Trial, spec: NetworkSpec, data: Dataset, train
         record(trial, TrialRecord, fail_reason=f"{failed.status}: {failed.reason}")
         raise TrialFailed(failed.reason)
     accuracies = [r.final_acc for r in results]
+    correct = [r.packed_correct() for r in results]
     record(trial, TrialRecord, seed_accuracies=accuracies, acc_mean=statistics.fmean(accuracies),
            acc_std=statistics.stdev(accuracies) if len(accuracies) > 1 else 0.0, val_images=len(data.y_val),
-           wall_time=time.perf_counter() - start)
+           val_correct=None if None in correct else correct, wall_time=time.perf_counter() - start)
     return statistics.fmean(accuracies)
 
 

@@ -22,7 +22,16 @@ from optuna.trial import TrialState
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
 
-from nas.config import RUNS_DIR, STUDY_NAME, HeartbeatSettings, StudyConfig, is_study_file, load_study, study_from_dict
+from nas.config import (
+    RUNS_DIR,
+    STUDY_NAME,
+    HeartbeatSettings,
+    StudyConfig,
+    is_example,
+    is_study_file,
+    load_study,
+    study_from_dict,
+)
 from nas.errors import NasError
 from nas.validation import require
 
@@ -162,15 +171,23 @@ def load_stored_study(name_or_path: str, storage: str | None = None) -> tuple[op
 
 
 def find_study_config(name_or_path: str, storage: str | None = None) -> StudyConfig:
-    """A study's definition from its file, or the copy stored with the study (given its name)."""
-    if is_study_file(name_or_path):
-        _, url = find_study_storage(name_or_path, storage)
-        return dataclasses.replace(load_study(name_or_path), storage=url)
-    study, url = load_stored_study(name_or_path, storage)
+    """A study's definition from its file, or the copy stored with the study (given its name); an example's
+    name (quickstart) that has no stored study here is the packaged example's file."""
+    unstored = storage is None and not (RUNS_DIR / str(name_or_path) / "study.db").is_file()
+    if is_study_file(name_or_path) or (unstored and is_example(name_or_path)):
+        config = load_study(name_or_path)
+        return dataclasses.replace(config, storage=config.storage_url(storage))
+    return stored_config(*load_stored_study(name_or_path, storage))
+
+
+def stored_config(study: optuna.Study, url: str) -> StudyConfig:
+    """The definition stored with a study that nas created, typed and validated as a study file is, with the
+    storage it was read from."""
     stored = study.user_attrs.get("config")
     if stored is None:
         raise NasError(f"study '{study.study_name}' in {masked(url)} was not created by nas: give its study file "
                        f"instead")
+    stored = dict(stored)
     if stored.get("arch") is not None:
         stored.pop("search")          # stored with its defaults; a block-level study file has none
     return dataclasses.replace(study_from_dict(stored, f"study '{study.study_name}' in {masked(url)}"), storage=url)

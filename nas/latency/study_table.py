@@ -1,7 +1,7 @@
-"""A coefficient search's candidates costed from a calibrated per-block latency table instead of timed.
+"""The table a coefficient search's latency constraint predicts from, instead of timing every candidate.
 
 With `search.cost: latency` and `search.predictor: table`, the constraint predicts each candidate's
-latency from a lookup table (nas.latency) built once for the device: every piece of the full-size
+latency from a lookup table (nas.latency.table) built once for the device: every piece of the full-size
 networks the search costs (each width of the beta grid, all stages repeated, on a ladder of
 resolutions from the base's up to where the constraint can lead, between whose rungs the table
 interpolates), calibrated on whole networks and judged on held-out ones, drawn like the candidates. Building is part of the run
@@ -23,8 +23,10 @@ from typing import Any
 
 from nas.config import StudyConfig
 from nas.errors import NasError
-from nas.latency import LatencyTable, build_calibrated_table, measurement_conditions
-from nas.search.constraint import examined_points, target_member
+from nas.latency.evaluate import build_calibrated_table
+from nas.latency.measure import measurement_conditions
+from nas.latency.table import LatencyTable
+from nas.scaling import examined_points, target_member
 from nas.spec import NetworkSpec, load_spec
 
 TABLE_FILE = "latency_table.json"
@@ -131,8 +133,8 @@ def search_table(config: StudyConfig, progress: Callable[[str], None] | None = N
             table.save(path)
     say(table.describe(path))
     h = table.held_out
-    if not (h and h["p90_abs_error_pct"] <= MAX_P90_ERROR_PCT and h["spearman"] >= MIN_SPEARMAN):   # NaN: no
-        shown = (f"held-out p90 error {h['p90_abs_error_pct']:.1f} %, Spearman rho {h['spearman']:.3f}" if h
+    if not (h and h.p90_abs_error_pct <= MAX_P90_ERROR_PCT and h.spearman >= MIN_SPEARMAN):   # NaN: no
+        shown = (f"held-out p90 error {h.p90_abs_error_pct:.1f} %, Spearman rho {h.spearman:.3f}" if h
                  else "no held-out error")
         say(f"latency table {path} is too inaccurate to search with ({shown}; wanted p90 <= {MAX_P90_ERROR_PCT:g} % "
             f"and rho >= {MIN_SPEARMAN:g}): measuring every candidate instead")
