@@ -30,12 +30,12 @@ from nas.builder import build_model, zero_init_last_layers
 from nas.config import StudyConfig, TrainConfig
 from nas.data import Dataset, resize_images
 from nas.device import default_threads, resolve_device
-from nas.errors import NasError
 from nas.flops import count_flops
 from nas.proxy import train_seeds
 from nas.records import TrialRecord, records
 from nas.sharing import BusyElsewhere, live_trainers
 from nas.spec import NetworkSpec
+from nas.validation import InvalidField
 
 
 def synthetic_dataset(n: int, in_channels: int = 3, size: int = 32, num_classes: int = 10,
@@ -82,27 +82,15 @@ def _engine_images_per_sec(spec: NetworkSpec, data: Dataset, resolution: int, cf
     return seeds * runs[0].epochs[-1].images_per_sec
 
 
-def parse_resolutions(text: str) -> list[int]:
-    """'32,64' -> [32, 64]: whole pixel sizes from 8 to 1024."""
-    try:
-        resolutions = [int(r) for r in text.split(",")]
-    except ValueError:
-        raise NasError(f"--resolutions {text!r}: give comma-separated integers such as 32,64") from None
-    bad = [r for r in resolutions if not 8 <= r <= 1024]
-    if bad:
-        raise NasError(f"--resolutions {text!r}: {bad[0]} px is outside 8..1024; give sizes such as 32,64")
-    return resolutions
-
-
 def bench_proxy(specs: Sequence[NetworkSpec], resolutions: Sequence[int], cfg: TrainConfig, images: int = 1024,
                 seeds: int = 1, progress: Callable[[str], None] | None = None) -> pd.DataFrame:
     """Images per second of training for each network and resolution: the engine (eager, and on CUDA its
     captured step), and with `seeds` > 1 that many seeds fused into one job, against the plain loop."""
-    if not 1 <= images <= 1_000_000 or images < cfg.batch_size:
-        raise NasError(f"--images {images}: give from --batch-size ({cfg.batch_size}) to 1000000 images per timed "
-                       f"epoch")
+    if not cfg.batch_size <= images <= 1_000_000:
+        raise InvalidField("images", images, f"an integer from the batch size ({cfg.batch_size}) to 1000000 (images "
+                                             f"per timed epoch)")
     if not 1 <= seeds <= 16:
-        raise NasError(f"--seeds {seeds}: give 1 to 16 seeds to fuse")
+        raise InvalidField("seeds", seeds, "an integer in 1..16 (seeds to fuse)")
     device = resolve_device(cfg.device)
     threads = cfg.threads or default_threads()
     torch.set_num_threads(threads)
@@ -150,7 +138,7 @@ def bench_search(cfg: StudyConfig, trials: int = 3,
     and other nas training runs, which make a figure slower than a quiet machine's. Also returns the
     seconds the study's set-up took (grid enumeration), once per study and in no trial."""
     if not 1 <= trials <= 100:
-        raise NasError(f"--trials {trials}: give 1 to 100 trials")
+        raise InvalidField("trials", trials, "an integer in 1..100")
     from nas.search.arch import ArchJob
     from nas.search.runner import SearchJob, create_or_load
     from nas.search.scale import ScaleJob

@@ -117,16 +117,16 @@ class LatencySettings:
         check_fields(self)
         if self.runtime == "onnxruntime" and (self.device != "cpu" or self.precision != "fp32" or self.cuda_graph):
             raise NasError(f"runtime onnxruntime is timed in fp32 on the CPU here, not on {self.device} in "
-                           f"{self.precision}{' with a CUDA graph' if self.cuda_graph else ''}: use --device cpu "
-                           f"--precision fp32 without --cuda-graph, or --runtime torch")
+                           f"{self.precision}{' with a CUDA graph' if self.cuda_graph else ''}: set device cpu and "
+                           f"precision fp32 without a CUDA graph, or runtime torch")
         if self.cuda_graph and self.device == "cpu":
             raise no_cuda_graph_on("cpu")
 
 
 def no_cuda_graph_on(device: str) -> NasError:
     """Captured replay asked of a device without CUDA (cpu, or auto on a machine without a GPU)."""
-    return NasError(f"a CUDA graph replays CUDA kernels, and device {device} has none: use --device cuda, or drop "
-                    f"--cuda-graph (cuda_graph: false)")
+    return NasError(f"a CUDA graph replays CUDA kernels, and device {device} has none: set device cuda, or time "
+                    f"without a CUDA graph (cuda_graph: false)")
 
 
 LATENCY_ADDED = ("precision", "cuda_graph")

@@ -158,7 +158,7 @@ def paper_member(base: NetworkSpec, k: int) -> NetworkSpec:
     """B0..B7 from the paper's table, applied to `base` (its own resolution is replaced by the table's)."""
     key = f"B{k}"
     if key not in PAPER_TABLE:
-        raise NasError(f"the paper's table has B0..B7, not {key}: use --phi 0-7 with --preset paper")
+        raise NasError(f"the paper's table has B0..B7, not {key}")
     width, depth, resolution, dropout = PAPER_TABLE[key]
     return scale(base, width, depth, resolution, dropout, name=f"{base.name}-{key}")
 

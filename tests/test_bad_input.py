@@ -85,6 +85,13 @@ def test_bad_study_files(run_cli, tmp_path, monkeypatch, text, match, workers):
     (["bench", "proxy", "--images", "0"], "--images 0"),
     (["scale", "run", "quickstart", "--workers", "1000"], "--workers 1000: this machine has"),
     (["scale", "show", "../../etc"], "field 'study' is '../../etc'"),
+    (["materialize", "--preset", "paper", "--phi", "nan"], "--phi 'nan' is not a number"),
+    (["materialize", "--preset", "paper", "--phi", ""], "--phi '' is not a number"),
+    (["materialize", "--preset", "paper", "--phi", "8"], "--phi 8: must be whole numbers in 0-7"),
+    (["materialize", "--preset", "paper", "--phi", "0", "--save-models"], "--save-models needs --out DIR"),
+    (["frontier", "quickstart", "--phis", "x"], "--phis 'x' is not a number"),
+    (["frontier", "quickstart", "--families", "paper"], "--families must include searched"),
+    (["scale", "calibrate", "quickstart", "--budgets", "1/0,1"], "--budgets '1/0,1': give numbers or fractions"),
     (["report", "../outside"], "field 'study' is '../outside'"),
 ])
 def test_bad_command_lines(run_cli, tmp_path, monkeypatch, args, match):
@@ -92,6 +99,16 @@ def test_bad_command_lines(run_cli, tmp_path, monkeypatch, args, match):
     (tmp_path / "a_file").write_text("keep me")
     one_line_exit_2(*run_cli(*args), match)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"] and (tmp_path / "a_file").read_text() == "keep me"
+
+
+def test_a_gpu_a_study_file_asks_for_is_its_field_not_a_flag(run_cli, tmp_path, monkeypatch):
+    if __import__("torch").cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "g.yaml").write_text(study_text(name="g", train=", device: cuda"))
+    one_line_exit_2(*run_cli("scale", "run", "g.yaml"), "g.yaml: field 'proxy.train.device' is 'cuda': must be "
+                                                        "cpu or auto: this torch build sees no CUDA GPU")
+    assert not (tmp_path / "runs").exists()
 
 
 def test_unwritable_runs_folder(run_cli, tmp_path, monkeypatch):

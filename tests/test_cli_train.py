@@ -144,4 +144,4 @@ def test_a_trials_time_splits_into_the_engines_parts_and_the_rest():
 
 def test_bench_search_refuses_an_unbounded_run(run_cli):
     code, out, err = run_cli("bench", "search", "quickstart", "--trials", "0")
-    assert code == 2 and out == "" and err.strip() == "nas bench: error: --trials 0: give 1 to 100 trials"
+    assert code == 2 and out == "" and err.strip() == "nas bench: error: --trials 0: must be an integer in 1..100"

@@ -310,10 +310,10 @@ def test_sample_networks_are_seeded_and_varied(b0):
     ({"warmup": -1}, "'warmup' is -1"),
     ({"threads": 0}, "'threads' is 0"),
     ({"runtime": "tensorrt"}, "'runtime' is 'tensorrt': must be one of torch, onnxruntime"),
-    ({"runtime": "onnxruntime", "device": "cuda"}, "use --device cpu"),
+    ({"runtime": "onnxruntime", "device": "cuda"}, "set device cpu"),
     ({"runtime": "onnxruntime", "precision": "bf16"}, "timed in fp32 on the CPU"),
     ({"precision": "fp16"}, "'precision' is 'fp16': must be one of fp32, bf16"),
-    ({"cuda_graph": True}, "a CUDA graph replays CUDA kernels, and device cpu has none: use --device cuda"),
+    ({"cuda_graph": True}, "a CUDA graph replays CUDA kernels, and device cpu has none: set device cuda"),
 ])
 def test_bad_settings_are_one_nas_error(changes, match):
     with pytest.raises(NasError, match=match):
@@ -344,7 +344,7 @@ def _one_line_error(code: int, out: str, err: str, match: str) -> None:
     (["table", "build", "--batch-size", "1,256", "--out", "t.json"], "a latency table is measured at one batch size"),
     (["--batch-size", "1,x"], "--batch-size 1,x: give a whole number, or a list such as 1,256"),
     (["--batch-size", "1,0"], "--batch-size 0: must be an integer in 1.."),
-    (["--cuda-graph"], "device cpu has none: use --device cuda, or drop --cuda-graph"),
+    (["--cuda-graph"], "device cpu has none: set device cuda, or time without a CUDA graph"),
     (["--precision", "fp16"], "invalid choice"),
 ])
 def test_cli_bad_input_is_one_line_and_exit_2(run_cli, tmp_path, monkeypatch, args, match):

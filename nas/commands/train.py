@@ -11,7 +11,7 @@ from typing import Any
 from nas.commands import SPACE_HELP, add_coefficients, command, group, progress_of
 from nas.config import TrainConfig
 from nas.console import print_table
-from nas.errors import ExitCode
+from nas.errors import ExitCode, NasError
 
 
 def _add_training(p: argparse.ArgumentParser) -> None:
@@ -92,11 +92,11 @@ def add_train_parser(sub: Any) -> None:
 
 
 def cmd_bench_proxy(args: argparse.Namespace) -> int:
-    from nas.bench import bench_proxy, parse_resolutions
+    from nas.bench import bench_proxy
     from nas.commands.networks import networks_from_flags
 
     [(_, spec)] = networks_from_flags(args.space, width=args.width, depth=args.depth)
-    print_table(bench_proxy([spec], parse_resolutions(args.resolutions), _train_config(args), images=args.images,
+    print_table(bench_proxy([spec], _resolutions(args.resolutions), _train_config(args), images=args.images,
                             seeds=args.seeds, progress=progress_of(args)), args.format)
     return 0
 
@@ -110,6 +110,18 @@ def cmd_bench_search(args: argparse.Namespace) -> int:
     if args.format == "table":
         print("\n" + "\n".join(split_summary(table, prepare_s)))
     return 0
+
+
+def _resolutions(text: str) -> list[int]:
+    """--resolutions '32,64' -> [32, 64]: whole pixel sizes from 8 to 1024."""
+    try:
+        resolutions = [int(r) for r in text.split(",")]
+    except ValueError:
+        raise NasError(f"--resolutions {text!r}: give comma-separated integers such as 32,64") from None
+    bad = [r for r in resolutions if not 8 <= r <= 1024]
+    if bad:
+        raise NasError(f"--resolutions {text!r}: {bad[0]} px is outside 8..1024; give sizes such as 32,64")
+    return resolutions
 
 
 def add_bench_parser(sub: Any) -> None:
