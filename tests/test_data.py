@@ -628,3 +628,108 @@ def test_bad_batch_size_and_pad():
         next(iterate_batches(x, y, 0, shuffle=False))
     with raises("pad is -1"):
         augment_batch(x, pad=-1, flip=False)
+
+
+# ---- cluttered_digits: the bundled task generated from the digits ---------------------------------------
+
+from nas.data import cluttered  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def cluttered_raw():
+    return cluttered.read_cluttered_digits()
+
+
+def test_cluttered_is_the_same_every_time(cluttered_raw):
+    again = cluttered.read_cluttered_digits()
+    assert again.x_val is not None and again.y_val is not None
+    assert torch.equal(cluttered_raw.x, again.x) and torch.equal(cluttered_raw.x_val, again.x_val)
+    assert np.array_equal(cluttered_raw.y, again.y) and np.array_equal(cluttered_raw.y_val, again.y_val)
+    # Statistics rather than a pinned digest: 8-bit levels in [0, 1], mostly background, some ink everywhere.
+    x = cluttered_raw.x
+    assert x.dtype == torch.float32 and x.shape == (8000, 1, 48, 48)
+    assert float(x.min()) >= 0 and float(x.max()) == 1
+    assert torch.equal(torch.round(x * 255) / 255, x)
+    assert 0.04 < float(x.mean()) < 0.12
+    assert bool((x.amax(dim=(1, 2, 3)) > 0.5).all())
+
+
+def test_cluttered_sizes_and_balanced_labels(cluttered_raw):
+    assert cluttered_raw.name == "cluttered_digits" and cluttered_raw.classes == tuple("0123456789")
+    assert cluttered_raw.x_val is not None and cluttered_raw.y_val is not None
+    assert cluttered_raw.x_val.shape == (2000, 1, 48, 48) and len(cluttered_raw.y_val) >= 2000
+    for y in (cluttered_raw.y, cluttered_raw.y_val):
+        counts = np.bincount(y, minlength=10)
+        assert counts.min() >= 0.95 * len(y) / 10 and counts.max() <= 1.05 * len(y) / 10
+    assert not np.array_equal(cluttered_raw.y[:100], np.sort(cluttered_raw.y[:100]))   # shuffled
+
+
+def test_cluttered_exemplar_pools_are_disjoint():
+    train, val = cluttered.exemplar_pools()
+    assert not set(train) & set(val) and len(train) + len(val) == 1797
+    from sklearn.datasets import load_digits
+    target = load_digits().target
+    for c in range(10):
+        n_val, n = int((target[val] == c).sum()), int((target == c).sum())
+        assert abs(n_val - 0.3 * n) <= 1
+
+
+def test_cluttered_images_come_from_their_own_pool():
+    # A canvas the size of a digit, no clutter, no noise: every image is one exemplar, untouched.
+    params = cluttered.ClutteredParams(canvas=8, scale=(8, 8), fragments=(0, 0), fragment=(1, 1), noise=0,
+                                       train=300, val=200)
+    raw = cluttered.read_cluttered_digits(params)
+    from sklearn.datasets import load_digits
+    digits = load_digits()
+    levels = np.rint(digits.images / 16 * 255).reshape(len(digits.images), -1)
+    train, val = cluttered.exemplar_pools(params)
+    for x, y, pool, other in ((raw.x, raw.y, train, val), (raw.x_val, raw.y_val, val, train)):
+        assert x is not None and y is not None
+        images = np.rint(x.numpy() * 255).reshape(len(x), -1)
+        found = (images[:, None, :] == levels[None, pool]).all(axis=2)
+        assert found.any(axis=1).all()                                  # each image is an exemplar of the pool
+        assert (digits.target[pool][found.argmax(axis=1)] == y).all()   # ... of its label's class
+        assert not (images[:, None, :] == levels[None, other]).all(axis=2).any()
+
+
+def _extent(mask: torch.Tensor) -> np.ndarray:
+    """Rows (N, side) of booleans -> the span from the first True to the last of each row."""
+    first = mask.float().argmax(dim=1)
+    last = mask.shape[1] - 1 - mask.flip(1).float().argmax(dim=1)
+    return (last - first + 1).numpy()
+
+
+def test_cluttered_digits_come_at_several_scales():
+    params = cluttered.ClutteredParams(fragments=(0, 0), noise=0, train=500, val=10)
+    x = cluttered.read_cluttered_digits(params).x[:, 0] > 0.25
+    rows, cols = x.any(dim=2), x.any(dim=1)
+    height = np.maximum(_extent(rows), _extent(cols))     # the digit's bounding box, its larger side
+    assert height.min() <= 13 and height.max() >= 22 and len(np.unique(height)) >= 8
+    top = rows.float().argmax(dim=1).numpy()
+    assert top.min() <= 2 and top.max() >= 24             # and at many places
+
+
+def test_cluttered_parameters_make_the_fingerprint():
+    from nas.data import source_fingerprint
+    assert source_fingerprint("cluttered_digits") == cluttered.DEFAULT.fingerprint()
+    assert f"v{cluttered.GENERATOR_VERSION}" in source_fingerprint("cluttered_digits")
+    assert cluttered.ClutteredParams(scale=(10, 24)).fingerprint() != cluttered.DEFAULT.fingerprint()
+    assert cluttered.ClutteredParams().fingerprint() == cluttered.DEFAULT.fingerprint()
+    with pytest.raises(ValueError, match="inconsistent"):
+        cluttered.ClutteredParams(canvas=16, scale=(12, 24))
+
+
+def test_load_cluttered_digits_subsets_training_only():
+    ds = load_dataset("cluttered_digits", per_class=30)
+    assert ds.describe() == "cluttered_digits: 300 train / 2000 val, 10 classes, 1x48x48"
+    assert np.array_equal(np.bincount(ds.y_train.numpy()), [30] * 10)
+    whole = load_dataset("cluttered_digits")
+    assert len(whole.y_train) == 8000 and torch.equal(whole.y_val, ds.y_val)
+    assert_standardized(ds)
+
+
+def test_cluttered_study_loads():
+    from nas.config import load_study
+    cfg = load_study("cluttered")
+    assert cfg.proxy.dataset == "cluttered_digits" and cfg.search.sampler == "grid"
+    assert cfg.proxy.train.device == "auto"

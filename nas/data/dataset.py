@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 
+from nas.data import cluttered
 from nas.data.batches import resize_images
 from nas.data.cifar import find_cifar, read_cifar
 from nas.data.digits import read_digits
@@ -135,9 +136,12 @@ def _check_arguments(
 def source_fingerprint(source: str | os.PathLike[str]) -> str:
     """What a data source is made of, as a short digest: the files' names, sizes and contents (contents of
     files up to 16 MiB each, the first 16 MiB of larger ones). A study records it and refuses to resume on
-    data that changed; renaming the folder or copying it elsewhere keeps the digest."""
+    data that changed; renaming the folder or copying it elsewhere keeps the digest. A bundled source is its
+    name, and for a generated one its generator's version and parameters."""
     if isinstance(source, str) and source == "digits":
         return "digits"
+    if isinstance(source, str) and source == cluttered.NAME:
+        return cluttered.DEFAULT.fingerprint()
     path = Path(source).expanduser()
     if not path.exists():
         raise NasError(f"no such file or directory: {path}; {ACCEPTED}")
@@ -154,6 +158,8 @@ def _read_source(source: str | os.PathLike[str], image_size: int | None) -> RawI
     """Pick the reader for `source`; the format is told by the name, suffix and layout."""
     if isinstance(source, str) and source == "digits":
         return read_digits()
+    if isinstance(source, str) and source == cluttered.NAME:
+        return cluttered.read_cluttered_digits()
     path = Path(source).expanduser()
     if not path.exists():
         raise NasError(f"no such file or directory: {path}; {ACCEPTED}")

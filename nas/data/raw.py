@@ -10,8 +10,8 @@ import torch
 from nas.errors import NasError
 
 ACCEPTED = (
-    "give 'digits', a CIFAR python directory, an image folder with one sub-folder per class, "
-    "or a .npz file with arrays x and y"
+    "give 'digits' or 'cluttered_digits', a CIFAR python directory, an image folder with one sub-folder per "
+    "class, or a .npz file with arrays x and y"
 )
 
 
