@@ -335,16 +335,17 @@ def stored_members(attrs: dict) -> list[FrontierMember]:
 def frontier_table(study: optuna.Study) -> pd.DataFrame:
     """One row per (family, phi) member: its coefficients, size, cost (FLOPs, activations, latency), and
     the accuracy of its network over every finished seed (mean, standard deviation, min, max), with the
-    accuracy-vs-FLOPs Pareto front marked. Members without a finished run have NaN accuracy and 0 seeds."""
-    accuracies: dict[str, list[float]] = {}
+    accuracy-vs-FLOPs Pareto front marked, and at each phi the members tied with the best there (the paired
+    test of `tie_set`, as a search's verdict). Members without a finished run have NaN accuracy and 0 seeds."""
+    runs: dict[str, list[Run]] = {}
     images = None
     for r in records(study, FrontierRunRecord, states=(TrialState.COMPLETE,)):
         if r.frontier_run and r.seed_accuracies:     # one seed per run, or a fused run's seeds
-            accuracies.setdefault(r.frontier_run[0], []).extend(r.seed_accuracies)
+            runs.setdefault(r.frontier_run[0], []).extend(runs_of(r))
             images = images or r.val_images
     rows = []
     for m in sorted(stored_members(study.user_attrs), key=lambda m: (m.order, m.phi)):
-        accs = accuracies.get(m.network, [])
+        accs = [a for a, _ in runs.get(m.network, [])]
         e = estimate(accs, images) if accs else None
         rows.append({
             "family": m.family, "label": m.label, "kind": m.kind, "phi": m.phi,
@@ -358,17 +359,15 @@ def frontier_table(study: optuna.Study) -> pd.DataFrame:
             "acc_std": statistics.stdev(accs) if len(accs) > 1 else (0.0 if accs else math.nan),
             "acc_low": e.low if e else math.nan, "acc_high": e.high if e else math.nan,
             "acc_min": min(accs, default=math.nan), "acc_max": max(accs, default=math.nan),
-            "seeds": len(accs), "network": m.network, "estimate": e,
+            "seeds": len(accs), "network": m.network,
         })
     df = pd.DataFrame(rows)
     if df.empty:
         return df
-    # At each phi, the members that cannot be told from the best one there (nas.statistics).
-    tied = set()
-    for _, group in df[df["estimate"].notna()].groupby("phi"):
-        tied |= {group.index[i] for i in tied_with_best(list(group["estimate"]))}
+    tied: set[int] = set()
+    for _, group in df[df["seeds"] > 0].groupby("phi"):
+        tied |= set(tie_set({i: runs[group.loc[i, "network"]] for i in group.index}, images)[0])
     df["tied_best_at_phi"] = [i in tied for i in df.index]
-    df = df.drop(columns="estimate")
     trained = df[df["seeds"] > 0]
     front = set(trained.index[pareto_front(list(zip(trained["acc_mean"], trained["mflops"])), ["maximize", "minimize"])])
     df["pareto"] = [i in front for i in df.index]
