@@ -17,12 +17,14 @@ trace as FLOPs, so asking for both costs one trace (tests check the count agains
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import logging
 import math
 import warnings
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -68,6 +70,19 @@ def _analysis(model: nn.Module, x: torch.Tensor) -> FlopCountAnalysis:
     logging.getLogger("fvcore").setLevel(logging.ERROR)
     return (FlopCountAnalysis(model, x).set_op_handle(**_LAYER_OPS, **_ELEMENTWISE_OPS, **_FREE_OPS)
             .unsupported_ops_warnings(False).uncalled_modules_warnings(False).tracer_warnings("none"))
+
+
+@contextlib.contextmanager
+def _one_thread() -> Iterator[None]:
+    """A trace for counting on one thread: its feature maps are a few pixels, where a second thread gains
+    nothing, and beside other work OpenMP's spinning threads made the traces several times slower (a
+    frontier's planning, some 40 traces: 46 s with 2 threads, 12 s with 1, beside a running study on 2 cores)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 @dataclass(frozen=True)
@@ -144,7 +159,7 @@ def _traced_layers(short: NetworkSpec, in_channels: int,
     hooks = [m.register_forward_hook(lambda mod, inp, out, name=name: sizes.__setitem__(name, int(out.shape[-1])))
              for name, m in model.named_modules() if isinstance(m, nn.Conv2d)]
     analysis = _analysis(model, torch.zeros(1, in_channels, r_ref, r_ref))
-    with torch.no_grad():
+    with torch.no_grad(), _one_thread():
         by_module = analysis.by_module_and_operator()
     for h in hooks:
         h.remove()

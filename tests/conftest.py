@@ -4,8 +4,21 @@ from __future__ import annotations
 
 import pytest
 
+from nas import sharing
 from nas.cli import main
 from nas.spec import load_spec
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _sharing_among_the_tests(tmp_path_factory):
+    """The suite's nas processes share cores and the latency lock among themselves only (NAS_SHARING_DIR,
+    inherited by every child): a nas study running elsewhere on the machine neither holds their latency
+    timings back until its epochs end nor counts as one of their trainers. Its load still counts, as any
+    other program's does (nas.sharing.BusyElsewhere)."""
+    patch = pytest.MonkeyPatch()
+    patch.setenv(sharing.DIR_VARIABLE, str(tmp_path_factory.mktemp("sharing")))
+    yield
+    patch.undo()
 
 
 @pytest.fixture(scope="session")

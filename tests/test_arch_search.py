@@ -89,7 +89,7 @@ name: {name}
 space: quickstart_arch
 seed: 0
 proxy: {{dataset: digits, per_class: 30, resolution: 16, width: 0.25, depth: 0.25, stem_stride: 1,
-        train: {{epochs: 2, batch_size: 32}}}}
+        train: {{epochs: 2, batch_size: 32, threads: 1}}}}
 arch: {arch}
 pruner: {pruner}
 heartbeat: {{interval: 1, grace: 4}}

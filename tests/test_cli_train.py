@@ -26,8 +26,8 @@ def test_nas_train_learns_and_reports(run_cli):
 
 def test_nas_train_compound_member(run_cli):
     code, out, _ = run_cli("train", "--alpha", "1.2", "--beta", "1.1", "--gamma", "1.15", "--phi", "1",
-                           "--resolution", "16", "--stem-stride", "1", "--epochs", "1", "--format", "csv",
-                           "--quiet")
+                           "--resolution", "16", "--stem-stride", "1", "--epochs", "1", "--threads", "1",
+                           "--format", "csv", "--quiet")
     assert code == 0
     header, row = out.strip().splitlines()
     values = dict(zip(header.split(","), row.split(",")))

@@ -17,9 +17,10 @@ from nas.scaling import scale
 from nas.spec import load_spec
 from nas.steps import CapturedStep, EagerStep, Replicas, make_optimizer
 
-# Fixed threads: another thread count sums in another order. No dropout or stochastic depth: fused seeds
-# draw their own masks (vmap's randomness="different"), not the masks a run alone would draw.
-CFG = TrainConfig(epochs=1, steps=6, batch_size=32, threads=2, bn_recalibration=2, fuse_seeds="on")
+# One fixed thread: another thread count sums in another order, and two threads beside CPU-heavy work wait
+# for each other (three of these tests took 24-31 s each so, against under 4 s with one). No dropout or
+# stochastic depth: fused seeds draw their own masks (vmap's randomness="different"), not a lone run's.
+CFG = TrainConfig(epochs=1, steps=6, batch_size=32, threads=1, bn_recalibration=2, fuse_seeds="on")
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,8 @@ def _add_training(p: argparse.ArgumentParser) -> None:
     p.add_argument("--optimizer", default=d.optimizer, help="adamw (default), sgd or rmsprop")
     p.add_argument("--device", default="auto", help="auto (cuda if present), cpu, cuda or cuda:N")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, help="CPU threads (default: all cores)")
+    p.add_argument("--threads", type=int, help="CPU threads (default: this run's share of the cores, those other "
+                   "programs and nas runs leave: docs/training.md)")
     p.add_argument("--compile", action="store_true", help="torch.compile the model (pays off on GPU)")
     p.add_argument("--cuda-graphs", action=argparse.BooleanOptionalAction, default=d.cuda_graphs,
                    help="on CUDA, capture the training step once as a CUDA graph and replay it (default on; "
