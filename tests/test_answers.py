@@ -160,6 +160,7 @@ def test_confirmation_retrains_the_leaders_and_the_family_follows_it(tiny_study,
     code, out, err = run_cli("scale", "confirm", path, "--top", "2", "--epochs", "3", "--images", "1",
                              "--seeds", "2", "--format", "json")
     assert code == 0, err
+    assert "3x the training (3 epochs) on 30 images a class, seed 1 -> accuracy" in err   # what each run trained
     result = json.loads(out)
     leaders = result["candidates"]
     assert len(leaders) >= 2 and [c["proxy_rank"] for c in leaders] == list(range(1, len(leaders) + 1))

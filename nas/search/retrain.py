@@ -83,7 +83,7 @@ class RetrainJob(SideJob):
         if not r.retrain_run:
             return r.fail_reason or "no run"
         net, epochs, images, seed = r.retrain_run
-        return (f"network {net} ({r.resolution or '?'} px), {epochs:.3g}x the training on {images:g}x the images, "
+        return (f"network {net} ({r.resolution or '?'} px), {Budget(float(epochs), float(images)).describe(self.config)}, "
                 f"seed {seed}" + describe_outcome(r))
 
 
