@@ -19,7 +19,7 @@ from nas.search.racing import simulate_halving, successive_halving, unpaired_tie
 from nas.search.results import candidates, tie_set, trials_table, verdict
 from nas.search.runner import run_search
 from nas.search.scale import ScaleJob
-from nas.statistics import unpack_correct
+from nas.statistics import pack_correct, unpack_correct
 
 QUIET = {"progress": lambda message: None}
 
@@ -129,6 +129,23 @@ def test_a_budget_raced_grid_trains_rungs_as_stored_trials_and_resumes(tiny_stud
     before = len(study.trials)
     code, _, err = run_cli("scale", "run", path, "--phi", "0")          # resumes: nothing left to train
     assert code == 0 and len(_study(path).trials) == before, err
+
+
+def test_a_paired_verdict_is_indexed_as_its_candidates_were_given():
+    """tie_set's differences follow the order of the mapping given, not the ranking: a confirmation lists its
+    leaders in the proxy's order beside each one's difference to the confirmed best (it once printed them in
+    the confirmed order, each row beside another leader's difference)."""
+    rng = np.random.default_rng(0)
+    runs = {}
+    for name, p in (("low", 0.80), ("high", 0.95), ("mid", 0.90)):
+        right = rng.random(400) < p
+        runs[name] = [(float(right.mean()), pack_correct(right))]
+    tied, paired = tie_set(runs, 400)
+    assert tied[0] == "high" and paired is not None and paired.best == 1 and paired.differences[1] is None
+    for j, name in enumerate(runs):
+        d = paired.differences[j]
+        assert (d is None) == (name == "high")
+        assert d is None or d.mean == pytest.approx(runs["high"][0][0] - runs[name][0][0])
 
 
 @pytest.mark.parametrize("studies, minimum, images, resamples", [(20, 19, 1000, 300)])

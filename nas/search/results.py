@@ -190,14 +190,21 @@ def runs_of(r: TrialRecord) -> list[Run]:
 def tie_set(results: Mapping[K, Sequence[Run]], images: int | None,
             resamples: int = 2000) -> tuple[list[K], PairedVerdict | None]:
     """The candidates the noise cannot separate from the best, best first (candidates of equal accuracy in
-    the order given), and the paired verdict behind it. Every candidate is scored on the same validation
-    images, so they are compared image by image (nas.statistics.paired_tied_with_best) when every run kept
-    which images it got right; otherwise (trials stored before effnas kept that) by the unpaired test on
-    their accuracies, with None for the paired verdict."""
+    the order given), and the paired verdict behind it, its indices those of `results` in the order given
+    (differences[j]: the best minus the j-th candidate given). Every candidate is scored on the same
+    validation images, so they are compared image by image (nas.statistics.paired_tied_with_best) when every
+    run kept which images it got right; otherwise (trials stored before effnas kept that) by the unpaired
+    test on their accuracies, with None for the paired verdict."""
     keys = sorted(results, key=lambda k: -round(statistics.fmean(a for a, _ in results[k]), 6))
     if images and all(c is not None for k in keys for _, c in results[k]):
         paired = _paired(tuple(tuple(cast(str, c) for _, c in results[k]) for k in keys), images, resamples)
-        return [keys[i] for i in paired.tied], paired
+        given = {k: j for j, k in enumerate(results)}
+        at = [given[k] for k in keys]              # best-first position -> position given
+        differences: list[PairedDifference | None] = [None] * len(keys)
+        for i, d in enumerate(paired.differences):
+            differences[at[i]] = d
+        return [keys[i] for i in paired.tied], PairedVerdict(at[paired.best], [at[i] for i in paired.tied],
+                                                              differences)
     tied = tied_with_best([estimate([a for a, _ in results[k]], images) for k in keys])
     return [keys[i] for i in tied], None
 
