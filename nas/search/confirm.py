@@ -237,7 +237,8 @@ class Calibration:
         for b, runs, t in zip(self.budgets, self.runs, self.taus):
             means = [_mean(r) for r in runs]
             best = max(range(len(means)), key=lambda i: means[i])
-            rows.append({"budget": round(b, 4), "tau_b": t.tau, "tau_low": t.low, "tau_high": t.high,
+            rows.append({"budget": round(b, 4), **{k: None if v is None else round(v, 3) for k, v in
+                                                    (("tau_b", t.tau), ("tau_low", t.low), ("tau_high", t.high))},
                          "best_alpha": self.sampled[best].alpha, "best_beta": self.sampled[best].beta,
                          "acc_min": round(min(means), 4), "acc_max": round(max(means), 4),
                          "agrees": t.tau is not None and t.tau >= self.min_tau})
