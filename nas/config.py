@@ -76,6 +76,9 @@ class TrainConfig:
     bn_momentum: float = checked(0.1, number(0, 1, low_open=True))
     # Batches that re-estimate BN statistics before each evaluation (0 = off).
     bn_recalibration: int = checked(8, integer(0))
+    # Validate after every epoch (the progress line's curve, the pruner) or only after the last, the one a
+    # search scores: on the CPU each validation costs a fifth of an epoch's training (docs/training.md).
+    validate_each_epoch: bool = checked(True, BOOLEAN)
     zero_init: bool = checked(True, BOOLEAN)          # for models built from a spec; see builder
     crop_padding: int = checked(2, integer(0, 64))   # random-crop padding in pixels (0 = off)
     flip: bool = checked(False, BOOLEAN)             # horizontal flips (digits are not mirror-symmetric)
@@ -331,6 +334,7 @@ class StudyConfig:
         for key in ("cuda_graphs", "fuse_seeds"):
             if getattr(self.proxy.train, key) == getattr(TrainConfig, key):
                 d["proxy"]["train"].pop(key)
+        d["proxy"]["train"].pop("validate_each_epoch")   # the last epoch, the one scored, is always validated
         for key in ("predictor", "latency_table"):
             if getattr(self.search, key) == getattr(SearchSettings, key):
                 d["search"].pop(key)
@@ -423,6 +427,9 @@ def study_from_dict(d: dict[str, Any], src: str) -> StudyConfig:
         search = _section(SearchSettings, d.get("search"), src, "search")
     if d.get("confirm") is not None and arch is not None:
         raise NasError(f"{src}: field 'confirm' confirms a coefficient search; a block-level search ('arch') has none")
+    if not train.validate_each_epoch and pruner.type != "none":
+        raise NasError(f"{src}: field 'proxy.train.validate_each_epoch' is false, which leaves the {pruner.type} "
+                       f"pruner no epoch to judge before the last: set 'pruner: {{type: none}}' or validate each epoch")
     return StudyConfig(name=name, description=description, space=d["space"], proxy=proxy, search=search,
                        pruner=pruner, heartbeat=heartbeat, seed=seed, storage=storage, arch=arch, confirm=confirm,
                        source=src)

@@ -53,7 +53,7 @@ EpochCallback = Callable[[int, float], bool]
 class EpochResult:
     epoch: int
     train_loss: float
-    val_loss: float
+    val_loss: float                   # NaN for an epoch not validated (TrainConfig.validate_each_epoch)
     val_acc: float
     seconds: float
     images_per_sec: float
@@ -83,11 +83,12 @@ class TrainResult:
 
     @property
     def best_acc(self) -> float:
-        return max((e.val_acc for e in self.epochs), default=float("nan"))
+        return max((e.val_acc for e in self.epochs if not math.isnan(e.val_acc)), default=float("nan"))
 
     @property
-    def accuracies(self) -> list[float]:
-        return [e.val_acc for e in self.epochs]
+    def accuracies(self) -> list[float | None]:
+        """Each epoch's validation accuracy, None where it was not validated (JSON has no NaN)."""
+        return [None if math.isnan(e.val_acc) else e.val_acc for e in self.epochs]
 
     def packed_correct(self) -> str | None:
         """`val_correct` as the compact text a trial stores (nas.statistics.pack_correct)."""
@@ -373,7 +374,8 @@ def _run(models: list[nn.Module], seeds: list[int], data: Dataset, cfg: TrainCon
             diverged = [i for i, loss in enumerate(train_losses) if not math.isfinite(loss)]
             t1 = time.perf_counter()
             scores = []
-            if not diverged:
+            validated = not diverged and (cfg.validate_each_epoch or epoch == epochs)
+            if validated:
                 for model, seed in zip(models, seeds):
                     if cfg.bn_recalibration:
                         recalibrate_bn(model, data.x_train, recal_batch, math.ceil(recal_images / recal_batch),
@@ -390,16 +392,17 @@ def _run(models: list[nn.Module], seeds: list[int], data: Dataset, cfg: TrainCon
                 else:
                     r.status, r.reason = "stopped", f"seed {seeds[diverged[0]]} diverged in the same fused run"
             break
-        for r, loss, (val_acc, val_loss, correct) in zip(results, train_losses, scores):
+        for i, (r, loss) in enumerate(zip(results, train_losses)):
+            val_acc, val_loss, correct = scores[i] if validated else (math.nan, math.nan, r.val_correct)
             r.epochs.append(EpochResult(epoch, loss, val_loss, val_acc, seconds, seen / seconds))
             r.train_images_per_sec = train_images / train_time
             r.val_correct = correct
         if progress:
-            accs = " ".join(f"{acc:.4f}" for acc, _, _ in scores)
+            accs = " ".join(f"{acc:.4f}" for acc, _, _ in scores) if validated else "(validated after the last)"
             losses = " ".join(f"{loss:.3f}" for loss in train_losses)
             fused = f"  ({k} fused seeds)" if k > 1 else ""
             progress(f"epoch {epoch}/{epochs}  loss {losses}  val_acc {accs}  {k * seen / seconds:.0f} img/s{fused}")
-        if callback is not None and callback(epoch, scores[0][0]):
+        if callback is not None and validated and callback(epoch, scores[0][0]):
             for r in results:
                 r.status, r.reason = "stopped", f"stopped by callback after epoch {epoch}"
             break

@@ -29,7 +29,7 @@ class TrialRecord:
     number: int = -1                               # Optuna's trial number (not a user attribute)
     state: str = ""                                # complete | pruned | fail | running | waiting
     device: str | None = None                      # where it trained
-    accuracy_per_epoch: list[float] | None = None  # first seed, every epoch (what the pruner saw)
+    accuracy_per_epoch: list[float | None] | None = None  # first seed, every epoch (None: not validated)
     train_img_s: float | None = None
     seed_accuracies: list[float] | None = None     # final validation accuracy of each seed
     acc_mean: float | None = None

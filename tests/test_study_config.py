@@ -46,6 +46,7 @@ BASE = {"name": "s", "space": "efficientnet_b0", "proxy": {"train": {"epochs": 1
     ({"proxy": {"train": {"epochs": 0}}}, "'proxy.train.epochs' is 0: must be an integer >= 1"),
     ({"proxy": {"train": {"epoch": 1}}}, "'proxy.train.epoch' is not known"),
     ({"pruner": {"type": "hyperband"}}, "'pruner.type' is 'hyperband'"),
+    ({"proxy": {"train": {"validate_each_epoch": False}}}, "leaves the median pruner no epoch to judge"),
     ({"heartbeat": {"interval": 5, "grace": 5}}, "'heartbeat.grace' is 5"),
     ({"storage": "runs/x.db"}, "'storage' is 'runs/x.db'"),
     ({"seed": -1}, "'seed' is -1"),
@@ -89,4 +90,7 @@ def test_new_settings_keep_stored_studies_resumable():
     cfg = load_study("quickstart")
     train = dataclasses.replace(cfg.proxy.train, fuse_seeds="off")
     assert dataclasses.replace(cfg, proxy=dataclasses.replace(cfg.proxy, train=train)).fingerprint() != stored["quickstart"]
+    # Validating only the last epoch changes no result (the scored epoch is validated either way).
+    train = dataclasses.replace(cfg.proxy.train, validate_each_epoch=False)
+    assert dataclasses.replace(cfg, proxy=dataclasses.replace(cfg.proxy, train=train)).fingerprint() == stored["quickstart"]
 
