@@ -63,7 +63,13 @@ class Budget:
         p = self.data_config(config).proxy
         images = (f"{p.per_class} images a class" if p.per_class is not None else
                   f"{p.fraction:.0%} of the training split" if p.fraction is not None else "the whole training split")
-        return f"{self.epochs:g}x the training ({self.epochs * config.proxy.train.epochs:g} epochs) on {images}"
+        return f"{_as_fraction(self.epochs)}x the training ({self.epochs * config.proxy.train.epochs:.3g} epochs) on {images}"
+
+
+def _as_fraction(x: float) -> str:
+    """A budget as people write it: 1/3 for a rung's 0.333..., else as it is (3, 0.4)."""
+    n = round(1 / x) if 0 < x < 1 else 0
+    return f"1/{n}" if n > 1 and abs(n * x - 1) < 1e-9 else f"{x:g}"
 
 
 def side_study(config: StudyConfig, suffix: str) -> optuna.Study | None:
