@@ -29,8 +29,9 @@ from torch.utils.data import DataLoader, TensorDataset
 from nas.builder import build_model, zero_init_last_layers
 from nas.config import StudyConfig, TrainConfig
 from nas.data import Dataset, resize_images
-from nas.device import default_threads, resolve_device
+from nas.device import cpu_threads, resolve_device
 from nas.flops import count_flops
+from nas.memory import image_bytes, require_memory
 from nas.proxy import train_seeds
 from nas.records import TrialRecord, records
 from nas.sharing import BusyElsewhere, live_trainers
@@ -41,6 +42,8 @@ from nas.validation import InvalidField
 def synthetic_dataset(n: int, in_channels: int = 3, size: int = 32, num_classes: int = 10,
                       seed: int = 0) -> Dataset:
     """Random standardized images: throughput does not depend on what the pixels show."""
+    require_memory(image_bytes(n, in_channels, size), f"{n} synthetic images at {size} px",
+                   "time fewer images or a smaller resolution")
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(n, in_channels, size, size, generator=g)
     y = torch.randint(0, num_classes, (n,), generator=g)
@@ -92,7 +95,7 @@ def bench_proxy(specs: Sequence[NetworkSpec], resolutions: Sequence[int], cfg: T
     if not 1 <= seeds <= 16:
         raise InvalidField("seeds", seeds, "an integer in 1..16 (seeds to fuse)")
     device = resolve_device(cfg.device)
-    threads = cfg.threads or default_threads()
+    threads = cpu_threads(cfg.threads)
     torch.set_num_threads(threads)
     rows = []
     for spec in specs:

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from nas.blocks import BLOCKS, ResidualBlock, conv_bn_act
+from nas.memory import require_network_memory
 from nas.spec import BlockSpec, NetworkSpec
 
 STEM_KERNEL = 3
@@ -110,6 +111,8 @@ def zero_init_last_layers(model: nn.Module) -> nn.Module:
 
 
 def build_model(spec: NetworkSpec, num_classes: int = 1000, in_channels: int = 3) -> EfficientNet:
+    """The network of `spec`; one whose weights alone would not fit in memory is refused before any is made."""
+    require_network_memory(spec, num_classes, in_channels)
     return EfficientNet(spec, num_classes=num_classes, in_channels=in_channels)
 
 

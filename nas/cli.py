@@ -35,7 +35,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.func(args) or ExitCode.OK
     except InvalidField as e:
         # A setting built from command-line options: name the option as the user typed it.
-        message = f"--{e.field.replace('_', '-')} {e.value}: must be {e.allowed}" if e.source is None else str(e)
+        # A command whose option is not named after the field says so (args.flag_names: field -> option).
+        flag = getattr(args, "flag_names", {}).get(e.field, f"--{e.field.replace('_', '-')}")
+        message = f"{flag} {e.value}: must be {e.allowed}" if e.source is None else str(e)
         print(f"nas {args.command}: error: {message}", file=sys.stderr)
         return ExitCode.BAD_INPUT
     except NasError as e:

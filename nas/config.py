@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from nas.errors import NasError
-from nas.spec import read_yaml, resolve_space_path, space_file_has_choices
+from nas.spec import resolve_space_path, space_file_has_choices
 from nas.validation import (
     BOOLEAN,
     Rule,
@@ -25,12 +25,16 @@ from nas.validation import (
     checked,
     from_mapping,
     integer,
+    is_file,
     is_number,
+    masked_url,
     number,
     one_of,
     optional,
+    read_yaml,
     require,
     text,
+    without_password,
 )
 
 Optimizer = Literal["sgd", "adamw", "rmsprop"]
@@ -58,6 +62,11 @@ DEVICE = Rule(lambda v: isinstance(v, str) and re.fullmatch(r"auto|cpu|cuda(:\d+
               "auto, cpu, cuda or cuda:N")
 
 
+SEED = integer(0, 2**32 - 1, "the samplers' seeds are 32-bit")
+"""Every seed a user gives: Optuna's samplers seed NumPy's RandomState, which refuses 2^32 and above (a
+larger --seed was a traceback)."""
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """A proxy-training budget. Defaults are tuned for the bundled digits on 2 CPU cores."""
@@ -82,7 +91,7 @@ class TrainConfig:
     zero_init: bool = checked(True, BOOLEAN)          # for models built from a spec; see builder
     crop_padding: int = checked(2, integer(0, 64))   # random-crop padding in pixels (0 = off)
     flip: bool = checked(False, BOOLEAN)             # horizontal flips (digits are not mirror-symmetric)
-    seed: int = checked(0, integer(0))
+    seed: int = checked(0, SEED)
     device: str = checked("auto", DEVICE)
     channels_last: bool = checked(True, BOOLEAN)
     amp: Amp = checked("auto", one_of(Amp))          # auto: bf16 on CUDA, off on CPU
@@ -283,6 +292,30 @@ class HeartbeatSettings:
                 "an integer larger than heartbeat.interval (seconds)")
 
 
+STORAGE_URL = Rule(lambda v: isinstance(v, str) and re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", v) is not None
+                   and not _in_memory(v),
+                   "a database URL such as postgresql://user:pass@host/db or sqlite:////abs/path/study.db (not "
+                   "sqlite:// alone: a study in memory is lost at exit)")
+
+
+def _in_memory(url: str) -> bool:
+    scheme, _, rest = url.partition("://")
+    return scheme.lower().startswith("sqlite") and rest.partition("?")[0] in ("", "/", "/:memory:")
+
+
+def check_storage_url(url: str) -> None:
+    """Refuse, in one line that masks its password, a storage that is not a database URL or that keeps the study
+    in memory (a study file's `storage` is refused at loading, in the words of its field)."""
+    if isinstance(url, str) and _in_memory(url):
+        raise NasError(f"storage '{masked_url(url)}' keeps the study in memory, where it is lost when nas exits and "
+                       f"no other worker can reach it: give a file (sqlite:////abs/path/study.db), a postgresql:// "
+                       f"URL, or no storage for runs/<name>/study.db")
+    if not STORAGE_URL(url):
+        raise NasError(f"storage '{masked_url(url)}' is not a database URL: give one such as "
+                       f"postgresql://user:pass@host/db or sqlite:////abs/path/study.db, or no storage for "
+                       f"runs/<name>/study.db")
+
+
 STUDY_NAME = Rule(lambda v: isinstance(v, str) and re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]{0,99}", v) is not None,
                   "1-100 letters, digits, '-' and '_', starting with a letter or digit (it names runs/<name>)")
 
@@ -311,8 +344,12 @@ class StudyConfig:
         return url if url else f"sqlite:///{self.run_dir / 'study.db'}"
 
     def to_dict(self) -> dict[str, Any]:
+        """The definition as stored with a study: its storage URL without a password, which anyone who can read
+        the study (optuna studies, optuna-dashboard) would otherwise see."""
         d = dataclasses.asdict(self)
         d.pop("source")
+        if self.storage:
+            d["storage"] = without_password(self.storage)
         return d
 
     def fingerprint(self) -> str:
@@ -355,10 +392,10 @@ _TOP_KEYS = {"name", "description", "space", "proxy", "search", "arch", "pruner"
 def resolve_study_path(name_or_path: str | Path) -> Path:
     """A study file: a path, or the name of an example shipped with the package (quickstart)."""
     p = Path(name_or_path)
-    if p.is_file():
+    if is_file(p):
         return p
     packaged = STUDIES_DIR / f"{p.stem}.yaml"
-    if p.suffix in ("", ".yaml", ".yml") and len(p.parts) == 1 and packaged.is_file():
+    if p.suffix in ("", ".yaml", ".yml") and len(p.parts) == 1 and is_file(packaged):
         return packaged
     examples = ", ".join(sorted(f.stem for f in STUDIES_DIR.glob("*.yaml")))
     raise NasError(f"study file {name_or_path} does not exist: give the path to a YAML file, or the name of an "
@@ -368,13 +405,13 @@ def resolve_study_path(name_or_path: str | Path) -> Path:
 def is_example(name: str | Path) -> bool:
     """Whether `name` is the name of an example study shipped with the package (quickstart, cluttered)."""
     p = Path(name)
-    return len(p.parts) == 1 and p.suffix == "" and (STUDIES_DIR / f"{p}.yaml").is_file()
+    return len(p.parts) == 1 and p.suffix == "" and is_file(STUDIES_DIR / f"{p}.yaml")
 
 
 def is_study_file(name_or_path: str | Path) -> bool:
     """Whether a command's study argument names a file (or a packaged example) rather than a stored study."""
     p = Path(name_or_path)
-    return p.suffix in (".yaml", ".yml") or p.is_file()
+    return p.suffix in (".yaml", ".yml") or is_file(p)
 
 
 def load_study(path: str | Path) -> StudyConfig:
@@ -409,10 +446,11 @@ def study_from_dict(d: dict[str, Any], src: str) -> StudyConfig:
     heartbeat = from_mapping(HeartbeatSettings, d.get("heartbeat"), src, "heartbeat")
     confirm = from_mapping(ConfirmSettings, d.get("confirm"), src, "confirm")
     seed = d.get("seed", 0)
-    require(integer(0)(seed), src, "seed", seed, "an integer >= 0")
+    require(SEED(seed), src, "seed", seed, SEED.allowed)
     storage = d.get("storage")
-    require(storage is None or (isinstance(storage, str) and "://" in storage), src, "storage", storage,
-            "empty (a local file under runs/<name>/) or a URL such as postgresql://user:pass@host/db")
+    require(storage is None or STORAGE_URL(storage), src, "storage",
+            masked_url(storage) if isinstance(storage, str) else storage,
+            f"empty (a local file under runs/<name>/) or {STORAGE_URL.allowed}")
     if d.get("arch") is not None:
         if "search" in d:
             raise NasError(f"{src}: fields 'search' and 'arch' exclude each other: 'search' defines a coefficient "

@@ -19,11 +19,13 @@ from typing import Any
 import yaml
 
 from nas.errors import NasError
-from nas.validation import is_int, is_number, require
+from nas.validation import FILE_NAME, is_int, is_number, read_yaml, require
 
 BLOCK_TYPES = ("mbconv", "fused_mbconv")
 MAX_RESOLUTION = 4096
 """Networks above this many pixels a side are refused before building (B7 is 600 px)."""
+MAX_REPEATS = 1000
+"""Blocks in one stage (B7's longest has 13): more is a typo that would build for minutes before failing."""
 ACTIVATIONS = ("silu", "relu6", "relu", "hardswish")
 SPACES_DIR = Path(str(importlib.resources.files("nas") / "spaces"))
 """Base networks and block-level spaces shipped in the package (search_spaces/ in a checkout points here)."""
@@ -187,41 +189,6 @@ def resolve_space_path(name_or_path: str | Path) -> Path:
                    f"{', '.join(known_spaces())}")
 
 
-MAX_YAML_BYTES = 1 << 20
-"""Study, network and space files are a few KiB; anything past 1 MiB is not one of them."""
-
-
-class _NoAliasLoader(yaml.SafeLoader):
-    """SafeLoader that refuses aliases (*name): no effnas file needs them, and a few nested ones expand
-    into billions of values ("billion laughs") that exhaust memory in whatever reads them next."""
-
-    def compose_node(self, parent: Any, index: Any) -> Any:
-        if self.check_event(yaml.AliasEvent):
-            event = self.peek_event()
-            raise yaml.composer.ComposerError(None, None, f"alias *{event.anchor} is not allowed: write the "
-                                                          f"value out in full", event.start_mark)
-        return super().compose_node(parent, index)
-
-
-def read_yaml(path: Path) -> dict[str, Any]:
-    """Parse a YAML mapping; any parse error becomes one line naming the file and position."""
-    try:
-        if path.stat().st_size > MAX_YAML_BYTES:
-            raise NasError(f"{path}: {path.stat().st_size:,} bytes is not a study, network or space file "
-                           f"(those are a few KiB; the limit is {MAX_YAML_BYTES:,})")
-        data = yaml.load(path.read_text(), Loader=_NoAliasLoader)   # noqa: S506 (a SafeLoader)
-    except yaml.MarkedYAMLError as e:
-        mark = e.problem_mark
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise NasError(f"{path}: not valid YAML{where} ({e.problem}): fix the syntax") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise NasError(f"{path}: cannot read the file ({e})") from None
-    if not isinstance(data, dict):
-        raise NasError(f"{path}: expected a YAML mapping of fields (name, stem, head, stages, ...), "
-                       f"got {type(data).__name__}")
-    return data
-
-
 def space_file_has_choices(name_or_path: str | Path) -> bool:
     """Whether a space file is a block-level space (it lists per-stage `choices`), not just a base network."""
     return "choices" in read_yaml(resolve_space_path(name_or_path))
@@ -284,7 +251,7 @@ def validate(spec: NetworkSpec, source: str = "<spec>") -> NetworkSpec:
     def check(ok: bool, field: str, allowed: str, value: Any) -> None:
         require(ok, source, field, value, allowed)
 
-    check(isinstance(spec.name, str) and bool(spec.name), "name", "a non-empty string", spec.name)
+    check(FILE_NAME(spec.name), "name", FILE_NAME.allowed, spec.name)
     check(spec.activation in ACTIVATIONS, "activation", f"one of {', '.join(ACTIVATIONS)}", spec.activation)
     for field in ("drop_connect", "dropout"):
         v = getattr(spec, field)
@@ -310,8 +277,9 @@ def validate(spec: NetworkSpec, source: str = "<spec>") -> NetworkSpec:
               "an odd integer in 1..11", st.kernel)
         check(st.stride in (1, 2), f"{f}.stride", "1 or 2", st.stride)
         check(is_int(st.channels) and st.channels >= 1, f"{f}.channels", "an integer >= 1", st.channels)
-        check(is_int(st.repeats) and st.repeats >= 1, f"{f}.repeats",
-              "an integer >= 1 (a stage with no block would drop its stride and channel change)", st.repeats)
+        check(is_int(st.repeats) and 1 <= st.repeats <= MAX_REPEATS, f"{f}.repeats",
+              f"an integer in 1..{MAX_REPEATS} (a stage with no block would drop its stride and channel change)",
+              st.repeats)
         check(is_number(st.se) and 0 <= st.se <= 1, f"{f}.se", "a squeeze ratio in [0, 1] (0 = no SE)", st.se)
         check(isinstance(st.depth_scaled, bool), f"{f}.depth_scaled", "true or false", st.depth_scaled)
         if st.block == "fused_mbconv":
@@ -320,7 +288,10 @@ def validate(spec: NetworkSpec, source: str = "<spec>") -> NetworkSpec:
 
 
 def save_spec(spec: NetworkSpec, path: str | Path) -> Path:
+    """Write `spec` as a base-network file, checked first as a loaded one is (its name included: `nas arch export
+    --name ../x` is refused here, not when the file is read back)."""
     path = Path(path)
+    validate(spec, str(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(spec.to_yaml())
     return path

@@ -132,6 +132,9 @@ def test_pareto_search_export_and_scale_the_exported_base(tmp_path, monkeypatch,
     done = study.get_trials(states=(TrialState.COMPLETE,))
     expected = {done[i].number for i in pareto_front([t.values for t in done], ["maximize", "minimize"])}
     assert {r["trial"] for r in front} == expected                      # the Pareto set, and nothing else
+    code, out, err = run_cli("scale", "show", "pareto")                # the other kind's show: one line
+    assert (code, out) == (2, "") and err.strip().endswith(
+        "study 'pareto' is a block-level search: show it with nas arch show pareto"), err
     # export one trial; the file is a base network with the same params and FLOPs
     n = front[0]["trial"]
     code, _, err = run_cli("arch", "export", "pareto", "--trial", n, "--out", tmp_path / "found.yaml")

@@ -733,3 +733,70 @@ def test_cluttered_study_loads():
     cfg = load_study("cluttered")
     assert cfg.proxy.dataset == "cluttered_digits" and cfg.search.sampler == "grid"
     assert cfg.proxy.train.device == "auto"
+
+
+# --- digests: what a study records of its data ----------------------------------------------------
+
+def npz_with_labels_past_16_mib(path: Path, n: int = 2700, side: int = 80) -> np.ndarray:
+    """An .npz of `n` 1x`side`x`side` images whose label array is stored after its first 16 MiB (the issue's
+    18 MB file); returns the labels."""
+    rng = np.random.default_rng(0)
+    y = np.arange(n) % 10
+    np.savez(path, x=rng.integers(0, 256, (n, 1, side, side), dtype=np.uint8), y=y)
+    import zipfile
+    with zipfile.ZipFile(path) as archive:
+        assert archive.getinfo("y.npy").header_offset > 16 << 20
+    return y
+
+
+def test_a_change_past_the_first_16_mib_of_a_file_changes_the_digest(tmp_path):
+    from nas.data import first_16_mib_fingerprint, source_fingerprint
+    data = tmp_path / "big.npz"
+    y = npz_with_labels_past_16_mib(data)
+    before, before_16 = source_fingerprint(data), first_16_mib_fingerprint(data)
+    with np.load(data) as arrays:
+        x = arrays["x"]
+    np.savez(data, x=x, y=(y + 1) % 10)          # every image relabelled, same size
+    assert first_16_mib_fingerprint(data) == before_16     # what effnas saw before: nothing
+    assert source_fingerprint(data) != before
+    copy = tmp_path / "elsewhere"
+    copy.mkdir()
+    (copy / "big.npz").write_bytes(data.read_bytes())
+    assert source_fingerprint(copy / "big.npz") == source_fingerprint(data)   # a copy keeps the digest
+
+
+def test_digests_of_large_sources_are_cached_by_size_and_times(tmp_path, monkeypatch):
+    """Sources past CACHE_FROM_BYTES keep each file's digest under $XDG_CACHE_HOME/effnas/digests; an entry
+    holds only while the file's size, modification and change times do, so a rewrite is seen even when size
+    and modification time are put back."""
+    import json
+    import os
+
+    from nas.data import digest
+    folder = tmp_path / "images"
+    for c in range(3):
+        (folder / str(c)).mkdir(parents=True)
+        for i in range(4):
+            Image.new("L", (8, 8), color=c * 40 + i).save(folder / str(c) / f"{i}.png")
+    uncached = digest.source_fingerprint(folder)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(digest, "CACHE_FROM_BYTES", 0)
+    assert digest.source_fingerprint(folder) == uncached
+    [cache] = (tmp_path / "cache" / "effnas" / "digests").iterdir()
+    entries = json.loads(cache.read_text())
+    assert entries["source"] == str(folder.resolve()) and len(entries["files"]) == 12
+    forged = dict(entries["files"], **{"0/0.png": [*entries["files"]["0/0.png"][:3], "0" * 32]})
+    cache.write_text(json.dumps({**entries, "files": forged}))
+    assert digest.source_fingerprint(folder) != uncached      # an entry whose file kept its size and times is used
+    cache.write_text(json.dumps(entries))
+    assert digest.source_fingerprint(folder) == uncached
+    image = folder / "1" / "2.png"
+    stat = image.stat()
+    other = (folder / "2" / "2.png").read_bytes()
+    assert len(other) == stat.st_size
+    image.write_bytes(other)
+    os.utime(image, ns=(stat.st_atime_ns, stat.st_mtime_ns))           # same size, same modification time
+    assert digest.source_fingerprint(folder) != uncached
+    image.unlink()
+    digest.source_fingerprint(folder)
+    assert len(json.loads(cache.read_text())["files"]) == 11           # a file gone drops out of the cache

@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING
 
 from nas.errors import NasError
 from nas.scaling import PAPER_TABLE, scale
-from nas.spec import NetworkSpec, load_spec
+from nas.spec import MAX_RESOLUTION, NetworkSpec, load_spec
+from nas.validation import InvalidField
 
 if TYPE_CHECKING:          # nas.family loads torch: with the command that builds networks, not with `nas --help`
     from nas.family import Member
@@ -68,7 +69,9 @@ def networks_from_flags(space: str | None = None, resolution: int | None = None,
     from nas.family import compound_family, paper_family
 
     base = load_spec(space or "efficientnet_b0")
-    if resolution:
+    if resolution is not None:      # 0 is refused by the check, not read as "the base's"
+        if not 8 <= resolution <= MAX_RESOLUTION:
+            raise InvalidField("resolution", resolution, f"an integer in 8..{MAX_RESOLUTION} (pixels a side)")
         base = base.replace(resolution=resolution)
     if stem_stride is not None:
         base = base.replace(stem_stride=stem_stride)
@@ -97,6 +100,22 @@ def networks_from_flags(space: str | None = None, resolution: int | None = None,
         b0_resolution = PAPER_TABLE["B0"][2]
         members = [(p, s.replace(resolution=round(s.resolution * resolution / b0_resolution))) for p, s in members]
     return members
+
+
+def writable_file(path: Path, flag: str = "--out", example: str = "out.html") -> Path:
+    """Refuse a file that cannot be written before any work: a folder, or a place that does not take the file
+    (tried by opening it, so that root, read-only mounts and /proc answer as they will later)."""
+    if path.is_dir():
+        raise NasError(f"{flag} {path} is a folder: give a file name, such as {path / example}")
+    existed = path.exists()
+    try:
+        with path.open("a"):
+            pass
+    except OSError as e:
+        raise NasError(f"{flag} {path} cannot be written ({e.strerror}): give a file in a writable folder") from None
+    if not existed:
+        path.unlink()
+    return path
 
 
 def writable_folder(out_dir: Path, flag: str = "--out") -> Path:

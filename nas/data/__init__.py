@@ -11,12 +11,14 @@ processes and no host syncs.
 Everything a user can get wrong (paths, file contents, arguments) raises `NasError` with a one-line
 message naming the problem and the fix; see docs/data.md.
 
-Modules: `dataset` (Dataset, load_dataset, source_fingerprint), one reader per format (`digits`,
-`cluttered`, `cifar`, `npz`, `image_folder`) sharing `raw`, `split` (split and subset indices) and
-`batches`.
+Modules: `dataset` (Dataset, load_dataset), `digest` (source_fingerprint: what a study records of its data),
+one reader per format (`digits`, `cluttered`, `cifar`, `npz`, `image_folder`) sharing `raw`, `split` (split
+and subset indices) and `batches`.
 """
 
 from nas.data.batches import augment_batch, iterate_batches, resize_images
-from nas.data.dataset import Dataset, load_dataset, source_fingerprint
+from nas.data.dataset import Dataset, load_dataset
+from nas.data.digest import first_16_mib_fingerprint, source_fingerprint
 
-__all__ = ["Dataset", "augment_batch", "iterate_batches", "load_dataset", "resize_images", "source_fingerprint"]
+__all__ = ["Dataset", "augment_batch", "first_16_mib_fingerprint", "iterate_batches", "load_dataset", "resize_images",
+           "source_fingerprint"]

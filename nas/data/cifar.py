@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import math
 import pickle
+from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -60,7 +63,9 @@ def read_cifar(kind: str, directory: Path) -> RawImages:
 
 
 class _CifarUnpickler(pickle.Unpickler):
-    """Unpickles only what CIFAR batches contain (dicts, lists, numpy arrays): a pickle can run code."""
+    """Unpickles only what CIFAR batches contain (dicts, lists, numpy arrays): a pickle can run code. numpy's
+    two allocating constructors are bounded by the file's size, since a batch holds its pixels: 352 KiB of
+    pickles calling `numpy.ndarray((8, 8000, 8000))` otherwise allocated 3.8 GB of images no file contains."""
 
     ALLOWED = frozenset(
         {
@@ -76,17 +81,50 @@ class _CifarUnpickler(pickle.Unpickler):
         }
     )
 
+    def __init__(self, file: BinaryIO, size: int) -> None:
+        super().__init__(file, encoding="bytes")
+        self.size = size
+
     def find_class(self, module: str, name: str) -> object:
         if (module, name) not in self.ALLOWED:
             raise pickle.UnpicklingError(f"it refers to {module}.{name}, which a CIFAR batch never does")
-        return super().find_class(module, name)
+        found = super().find_class(module, name)
+        if (module, name) == ("numpy", "ndarray"):
+            return _Bounded(found, self.size)
+        if name == "_reconstruct":
+            return lambda subtype, shape, dtype: found(self._allowed(subtype, shape, dtype), shape, dtype)
+        return found
+
+    def _allowed(self, subtype: object, shape: object, dtype: object) -> type:
+        _Bounded(np.ndarray, self.size).check(shape, dtype)
+        return np.ndarray
+
+
+class _Bounded:
+    """numpy.ndarray as a pickle may call it: refuses arrays larger than the file they come from."""
+
+    def __init__(self, make: Callable[..., np.ndarray], size: int) -> None:
+        self.make, self.size = make, size
+
+    def check(self, shape: object, dtype: object) -> None:
+        dims = shape if isinstance(shape, tuple) else (shape,)
+        if not all(isinstance(d, int) for d in dims):
+            raise pickle.UnpicklingError(f"it declares an array of shape {shape!r}")
+        need = math.prod(dims) * np.dtype(dtype).itemsize   # type: ignore[call-overload]
+        if need > self.size:
+            raise pickle.UnpicklingError(f"it declares an array of shape {shape!r} ({need:,} bytes), more than the "
+                                         f"file's {self.size:,} bytes hold")
+
+    def __call__(self, shape: object, dtype: object = float, *args: object, **kwargs: object) -> np.ndarray:
+        self.check(shape, dtype)
+        return self.make(shape, dtype, *args, **kwargs)
 
 
 def _read_cifar_batch(path: Path, label_key: str, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
     """One batch file -> (uint8 (N, 3, 32, 32), int64 labels)."""
     try:
         with path.open("rb") as file:
-            batch = _CifarUnpickler(file, encoding="bytes").load()
+            batch = _CifarUnpickler(file, path.stat().st_size).load()
     except Exception as exc:
         raise NasError(f"cannot read CIFAR batch {path}: {reason(exc)}; {CIFAR_EXPECTED}") from exc
     if not isinstance(batch, dict):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -133,27 +132,6 @@ def _check_arguments(
             raise InvalidField(name, given[name], rule.allowed)
 
 
-def source_fingerprint(source: str | os.PathLike[str]) -> str:
-    """What a data source is made of, as a short digest: the files' names, sizes and contents (contents of
-    files up to 16 MiB each, the first 16 MiB of larger ones). A study records it and refuses to resume on
-    data that changed; renaming the folder or copying it elsewhere keeps the digest. A bundled source is its
-    name, and for a generated one its generator's version and parameters."""
-    if isinstance(source, str) and source == "digits":
-        return "digits"
-    if isinstance(source, str) and source == cluttered.NAME:
-        return cluttered.DEFAULT.fingerprint()
-    path = Path(source).expanduser()
-    if not path.exists():
-        raise NasError(f"no such file or directory: {path}; {ACCEPTED}")
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
-    digest = hashlib.sha256()
-    for f in files[:200_000]:
-        digest.update(f"{f.relative_to(path) if f != path else f.name}:{f.stat().st_size}\n".encode())
-        with f.open("rb") as handle:
-            digest.update(handle.read(16 << 20))
-    return digest.hexdigest()[:16]
-
-
 def _read_source(source: str | os.PathLike[str], image_size: int | None) -> RawImages:
     """Pick the reader for `source`; the format is told by the name, suffix and layout."""
     if isinstance(source, str) and source == "digits":
@@ -168,6 +146,8 @@ def _read_source(source: str | os.PathLike[str], image_size: int | None) -> RawI
             return read_npz(path)
         hint = " (extract the archive first)" if path.suffix.lower() in ARCHIVE_SUFFIXES else ""
         raise NasError(f"{path} is not a data source{hint}: {ACCEPTED}")
+    if not path.is_dir():           # a device (/dev/null), a FIFO or a socket: nothing to read images from
+        raise NasError(f"{path} is neither a file nor a folder: {ACCEPTED}")
     cifar = find_cifar(path)
     if cifar is not None:
         return read_cifar(*cifar)

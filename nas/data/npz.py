@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import zipfile
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import torch
 from nas.data.batches import resize_images
 from nas.data.raw import RawImages, checked_labels, reason
 from nas.errors import NasError
+from nas.memory import FLOAT_BYTES, require_memory
 
 NPZ_FIX = "write it with numpy.savez(path, x=images, y=labels)"
 
@@ -19,6 +21,7 @@ def read_npz(path: Path) -> RawImages:
     """Arrays x, y and optionally x_val, y_val; float images must already be in [0, 1]."""
     if not zipfile.is_zipfile(path):
         raise NasError(f"{path} is not an .npz archive (a zip of .npy arrays): {NPZ_FIX}")
+    _require_memory_for(path)
     try:
         with np.load(path, allow_pickle=False) as archive:
             arrays = {k: archive[k] for k in ("x", "y", "x_val", "y_val") if k in archive.files}
@@ -58,6 +61,27 @@ def read_npz(path: Path) -> RawImages:
     return RawImages(f"npz:{path}", classes, x, y, resize_images(x_val, x.shape[2]), y_val)
 
 
+def _require_memory_for(path: Path) -> None:
+    """Judge the images' memory from the arrays' headers, before reading them: a few hundred KiB of compressed
+    zeros can declare gigabytes. Each image array is held as stored, then as float32 twice (conversion)."""
+    shapes = {}
+    try:
+        with zipfile.ZipFile(path) as archive:
+            for key in ("x", "x_val"):
+                if f"{key}.npy" in archive.namelist():
+                    with archive.open(f"{key}.npy") as member:
+                        version = np.lib.format.read_magic(member)
+                        read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                                else np.lib.format.read_array_header_2_0)
+                        shape, _, dtype = read(member)
+                        shapes[key] = (shape, dtype)
+    except Exception as exc:
+        raise NasError(f"cannot read {path}: {reason(exc)}; {NPZ_FIX}") from exc
+    need = sum(math.prod(shape) * (dtype.itemsize + 2 * FLOAT_BYTES) for shape, dtype in shapes.values())
+    declared = ", ".join(f"{key} {shape}" for key, (shape, _) in shapes.items())
+    require_memory(need, f"{path} ({declared})", "store fewer or smaller images (resize them before saving)")
+
+
 def _npz_images(array: np.ndarray, path: Path, key: str) -> torch.Tensor:
     """Any accepted layout and dtype -> float32 (N, C, S, S) in [0, 1], centre-cropped to square."""
     shape = array.shape
@@ -70,6 +94,9 @@ def _npz_images(array: np.ndarray, path: Path, key: str) -> torch.Tensor:
         raise NasError(
             f"{where} has shape {shape}: store (N, H, W), (N, H, W, C) or (N, C, H, W), C = 1, 3 or 4"
         )
+    if min(array.shape[2:]) == 0:
+        raise NasError(f"{where} has shape {shape}: images of {array.shape[2]}x{array.shape[3]} pixels hold nothing "
+                       f"to train on: store images at least 1 pixel a side")
     if array.dtype.kind in "iu":
         low, high = (int(array.min()), int(array.max())) if array.size else (0, 0)
         if low < 0 or high > 255:

@@ -20,38 +20,39 @@ import optuna
 import sqlalchemy
 from optuna.trial import TrialState
 from sqlalchemy import event
-from sqlalchemy.engine import make_url
 
 from nas.config import (
     RUNS_DIR,
     STUDY_NAME,
     HeartbeatSettings,
     StudyConfig,
+    check_storage_url,
     is_example,
     is_study_file,
     load_study,
     study_from_dict,
 )
 from nas.errors import NasError
-from nas.validation import require
+from nas.validation import is_file, password_spans, require, secret_free, without_password
+from nas.validation import masked_url as masked  # every URL printed goes through it (the name callers use)
 
 # Heartbeats and stale-trial retry are "experimental" in Optuna; effnas depends on them on purpose.
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-
-
-def masked(url: str) -> str:
-    """A storage URL fit to print: the password, if any, replaced by ***. Reports, tables, progress lines
-    and error messages show storage URLs only through this."""
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:    # not a URL SQLAlchemy can parse: hide anything between '//user:' and '@'
-        return re.sub(r"(//[^:/@]*:)[^@]*@", r"\1***@", url)
+# A trial retried after its worker died carries the constraint its failed copy recorded (Optuna's
+# RetryHeartbeatStaleTrialCallback copies it); the retry computes the same value, which Optuna keeps with a
+# UserWarning naming its own source file. Nothing is lost: keep the warning off the user's screen.
+warnings.filterwarnings("ignore", message="The constraint value is ignored because", category=UserWarning)
 
 
 def driver_url(url: str) -> str:
     """The URL SQLAlchemy is given. `postgresql://` (as the docs write it) means psycopg 3 to SQLAlchemy 2.1,
     while effnas[postgres] installs psycopg2: a bare postgresql:// URL is pointed at psycopg2 when psycopg 3
-    is not installed, so the documented form works with the documented extra. Explicit drivers are kept."""
+    is not installed, so the documented form works with the documented extra. Explicit drivers are kept.
+    A password typed with '@' in it (user:p@ss@host) is the one meant: its '@'s are percent-encoded, which
+    SQLAlchemy would otherwise take for the end of the password."""
+    for begin, end in password_spans(url)[:1]:
+        if url[begin - 1] == ":":      # the user part's (password_spans lists it first)
+            url = url[:begin] + url[begin:end].replace("@", "%40") + url[end:]
     bare = re.match(r"^postgres(?:ql)?://", url)
     if bare and importlib.util.find_spec("psycopg") is None and importlib.util.find_spec("psycopg2") is not None:
         return "postgresql+psycopg2://" + url[bare.end():]
@@ -63,12 +64,18 @@ def driver_url(url: str) -> str:
 _CREATION_RACES = ("already exists", "UniqueViolation", "UNIQUE constraint failed: alembic_version")
 
 
+def sqlite_file(url: str) -> Path | None:
+    """The database file of an sqlite:/// URL (its query left out); None for other storages."""
+    return Path(url[len("sqlite:///"):].partition("?")[0]) if url.startswith("sqlite:///") else None
+
+
 def open_storage(url: str, heartbeat: HeartbeatSettings | None = None) -> optuna.storages.RDBStorage:
     """An RDB storage with heartbeats (when given) and stale-trial retry."""
+    check_storage_url(url)
     engine_kwargs: dict[str, Any] = {}
-    sqlite = url.startswith("sqlite:///")
+    sqlite = sqlite_file(url)
     if sqlite:
-        folder = Path(url[len("sqlite:///"):]).parent
+        folder = sqlite.parent
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as e:
@@ -86,34 +93,62 @@ def open_storage(url: str, heartbeat: HeartbeatSettings | None = None) -> optuna
             storage = optuna.storages.RDBStorage(driver_url(url), engine_kwargs=engine_kwargs, **kwargs)
             break
         except (ImportError, ModuleNotFoundError) as e:
-            raise NasError(f"storage {masked(url)}: a database driver is missing ({e}): for PostgreSQL install "
-                           f"effnas[postgres] (psycopg2-binary)") from None
+            raise NasError(f"storage {masked(url)}: a database driver is missing ({secret_free(str(e), url)}): for "
+                           f"PostgreSQL install effnas[postgres] (psycopg2-binary)") from None
         except Exception as e:  # sqlalchemy's connection and URL errors
             if attempt < 3 and any(race in str(e) for race in _CREATION_RACES):
                 time.sleep(0.5 + attempt)
                 continue
-            raise NasError(f"storage {masked(url)} cannot be opened: {_first_line(e)}{_fix(url, e)}") from None
+            if "compatible with the table schema" in str(e) and "pip install -U optuna" in str(e):
+                raise NasError(f"storage {masked(url)} cannot be opened: {_unknown_schema(url)}") from None
+            raise NasError(f"storage {masked(url)} cannot be opened: {_first_line(e, url)}{_fix(url, e)}") from None
     if sqlite:
         _serialize_sqlite_transactions(storage.engine)
     return storage
 
 
-def _first_line(e: BaseException) -> str:
-    return str(e).splitlines()[0] if str(e) else type(e).__name__
+def _first_line(e: BaseException, url: str) -> str:
+    """The first line of a database error, without the password of `url` (drivers may quote parts of it)."""
+    return secret_free(str(e).splitlines()[0], url) if str(e) else type(e).__name__
 
 
 def _fix(url: str, e: BaseException) -> str:
     """What to do about a database that is not one (garbage pages, another file) or is damaged."""
     text = str(e)
-    if url.startswith("sqlite:///") and ("not a database" in text or "malformed" in text):
-        return (f": {url[len('sqlite:///'):]} is damaged or not a study database; restore it from a copy, or "
+    sqlite = sqlite_file(url)
+    if sqlite and ("not a database" in text or "malformed" in text):
+        return (f": {sqlite} is damaged or not a study database; restore it from a copy, or "
                 f"move it away to start the study over")
     return ""
 
 
+def _unknown_schema(url: str) -> str:
+    """Why a database's tables are not ones this Optuna can use, and what to do. Optuna says "update Optuna"
+    to any schema version it does not know; only a version named after a newer Optuna (vX.Y.Z.a) deserves
+    that answer."""
+    try:
+        engine = sqlalchemy.create_engine(driver_url(url))
+        try:
+            with engine.connect() as connection:
+                version = str(connection.exec_driver_sql("SELECT version_num FROM alembic_version").scalar())
+        finally:
+            engine.dispose()
+    except Exception:    # no version to read (no such table): the plain fact below
+        version = "none"
+    made_by = re.fullmatch(r"v(\d+)\.(\d+)\.(\d+)(\.\w+)?", version)
+    ours = tuple(int(p) for p in re.findall(r"\d+", optuna.__version__)[:3])
+    if made_by and tuple(int(p) for p in made_by.groups()[:3]) > ours:
+        return (f"its tables were made by a newer Optuna (schema {version}; this one is {optuna.__version__}): "
+                f"upgrade Optuna (pip install -U optuna), or give another storage")
+    return (f"its tables carry schema version '{version}', which no Optuna made: it is not a study database; "
+            f"give another storage, or move it away")
+
+
 def storage_failure(url: str, e: BaseException) -> NasError:
-    """A database that opened but fails on reading (SQLite pages damaged past the header): one line."""
-    return NasError(f"storage {masked(url)} cannot be read: {_first_line(e)}{_fix(url, e) or ''}")
+    """A database that opened but fails on reading (SQLite pages damaged past the header) or on the first write
+    (read-only, full): one line."""
+    return unwritable_failure(url, e, at_start=True) or \
+        NasError(f"storage {masked(url)} cannot be read: {_first_line(e, url)}{_fix(url, e) or ''}")
 
 
 # Database errors that no retry will fix: the study can be read (or not even that) but no longer written.
@@ -121,19 +156,23 @@ _UNWRITABLE = ("readonly database", "disk I/O error", "database or disk is full"
                "read-only transaction", "No space left on device")
 
 
-def unwritable_failure(url: str, e: BaseException) -> NasError | None:
+def unwritable_failure(url: str, e: BaseException, at_start: bool = False) -> NasError | None:
     """One line for a study database that can no longer be written (made read-only or immutable, disk full,
-    gone) mid-run, found anywhere in the exception's chain; None for any other error. Optuna can bury the
-    database's error under one of its own (an UnboundLocalError when reading back a trial it could not
-    finish), so the whole chain is searched."""
+    gone) mid-run, or `at_start` of a run, found anywhere in the exception's chain; None for any other error.
+    Optuna can bury the database's error under one of its own (an UnboundLocalError when reading back a
+    trial it could not finish), so the whole chain is searched."""
     seen: set[int] = set()
     link: BaseException | None = e
     while link is not None and id(link) not in seen:
         seen.add(id(link))
         if any(s in str(link) for s in _UNWRITABLE):
-            return NasError(f"storage {masked(url)} can no longer be written ({_first_line(link)}): finished trials "
-                            f"are kept and the trial in progress will be retried; make the database writable again "
-                            f"(permissions, free space, file attributes) and run the same command to resume")
+            if at_start:
+                return NasError(f"storage {masked(url)} cannot be written: {_first_line(link, url)}; make the "
+                                f"database writable (permissions, free space, file attributes) and run the same "
+                                f"command again")
+            return NasError(f"storage {masked(url)} can no longer be written ({_first_line(link, url)}): finished "
+                            f"trials are kept and the trial in progress will be retried; make the database writable "
+                            f"again (permissions, free space, file attributes) and run the same command to resume")
         link = link.__cause__ or link.__context__
     return None
 
@@ -160,6 +199,10 @@ def _serialize_sqlite_transactions(engine: Any) -> None:
 def load_stored_study(name_or_path: str, storage: str | None = None) -> tuple[optuna.Study, str]:
     """(an existing study, its storage URL), from a name, a study file, or a name plus --storage."""
     name, url = find_study_storage(name_or_path, storage)
+    sqlite = sqlite_file(url)
+    if sqlite and not is_file(sqlite):     # reading creates nothing
+        raise NasError(f"no study '{name}' in {masked(url)}: the file does not exist; check the path, or run the "
+                       f"study first with nas scale run")
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     try:
         return optuna.load_study(study_name=name, storage=open_storage(url)), url
@@ -173,7 +216,7 @@ def load_stored_study(name_or_path: str, storage: str | None = None) -> tuple[op
 def find_study_config(name_or_path: str, storage: str | None = None) -> StudyConfig:
     """A study's definition from its file, or the copy stored with the study (given its name); an example's
     name (quickstart) that has no stored study here is the packaged example's file."""
-    unstored = storage is None and not (RUNS_DIR / str(name_or_path) / "study.db").is_file()
+    unstored = storage is None and not is_file(RUNS_DIR / str(name_or_path) / "study.db")
     if is_study_file(name_or_path) or (unstored and is_example(name_or_path)):
         config = load_study(name_or_path)
         return dataclasses.replace(config, storage=config.storage_url(storage))
@@ -189,8 +232,20 @@ def stored_config(study: optuna.Study, url: str) -> StudyConfig:
                        f"instead")
     stored = dict(stored)
     if stored.get("arch") is not None:
-        stored.pop("search")          # stored with its defaults; a block-level study file has none
+        stored.pop("search")          # stored with their defaults; a block-level study file has neither
+        stored.pop("confirm", None)
     return dataclasses.replace(study_from_dict(stored, f"study '{study.study_name}' in {masked(url)}"), storage=url)
+
+
+def clean_stored_definition(study: optuna.Study) -> None:
+    """Remove the password from the storage URL of a study's stored definition (attribute "config"), where
+    effnas before this check stored it whole: anyone who can read the study (optuna studies, optuna-dashboard)
+    could read it there. Each run of a study does this as it resumes."""
+    stored = study.user_attrs.get("config")
+    if isinstance(stored, dict) and isinstance(stored.get("storage"), str):
+        clean = without_password(stored["storage"])
+        if clean != stored["storage"]:
+            study.set_user_attr("config", {**stored, "storage": clean})
 
 
 def find_study_storage(name_or_path: str, storage: str | None = None) -> tuple[str, str]:
@@ -203,7 +258,7 @@ def find_study_storage(name_or_path: str, storage: str | None = None) -> tuple[s
     if storage:
         return name_or_path, storage
     db = RUNS_DIR / name_or_path / "study.db"
-    if not db.is_file():
+    if not is_file(db):
         raise NasError(f"no study '{name_or_path}' under {RUNS_DIR}/: run 'nas scale run {name_or_path}' (a study "
                        f"file or an example's name) first, or give the study file or --storage URL")
     return name_or_path, f"sqlite:///{db}"
