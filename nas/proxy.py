@@ -39,8 +39,10 @@ from torch import nn
 from nas import sharing
 from nas.builder import build_model, zero_init_last_layers
 from nas.config import TrainConfig
+from nas.console import heartbeat
 from nas.data import Dataset, augment_batch, iterate_batches, resize_images
-from nas.device import default_threads, resolve_device
+from nas.device import cpu_threads, default_threads, resolve_device
+from nas.memory import require_batch_memory
 from nas.spec import NetworkSpec
 from nas.statistics import pack_correct
 from nas.steps import CapturedStep, EagerStep, Replicas, make_optimizer, set_lr
@@ -233,7 +235,7 @@ def train_seeds(spec: NetworkSpec, data: Dataset, cfg: TrainConfig, seeds: list[
         results = []
         for i, seed in enumerate(seeds):
             results.append(_train_together(spec, data, dataclasses.replace(cfg, seed=seed), [seed], resolution,
-                                           callback if i == 0 else None, progress)[0])
+                                           callback if i == 0 else None, progress, (i, len(seeds)))[0])
             if results[-1].status != "ok":
                 break
     bad = next((i for i, r in enumerate(results) if r.status != "ok"), None)
@@ -242,8 +244,9 @@ def train_seeds(spec: NetworkSpec, data: Dataset, cfg: TrainConfig, seeds: list[
 
 def _train_together(model_or_spec: nn.Module | NetworkSpec, data: Dataset, cfg: TrainConfig, seeds: list[int],
                     resolution: int | None, callback: EpochCallback | None,
-                    progress: Callable[[str], None] | None) -> list[TrainResult]:
-    """One training job of len(seeds) networks: a single network, or fused seeds (nas.steps)."""
+                    progress: Callable[[str], None] | None, job: tuple[int, int] = (0, 1)) -> list[TrainResult]:
+    """One training job of len(seeds) networks: a single network, or fused seeds (nas.steps); job i of n
+    (`job`) of the run in hand, for its heartbeat (nas.console.heartbeat)."""
     start = time.perf_counter()
     device = resolve_device(cfg.device)
     threads = CpuThreads(cfg.threads if device.type == "cpu" else 0)
@@ -257,6 +260,8 @@ def _train_together(model_or_spec: nn.Module | NetworkSpec, data: Dataset, cfg: 
             models.append(model_or_spec)
     resolution = resolution or (model_or_spec.resolution if isinstance(model_or_spec, NetworkSpec)
                                 else data.resolution)
+    if isinstance(model_or_spec, NetworkSpec):
+        require_batch_memory(model_or_spec, resolution, cfg.batch_size * len(seeds), True, data.in_channels)
     if len(seeds) > 1:
         torch.manual_seed(seeds[0])   # fused seeds' dropout and stochastic depth draw from here
     results = [TrainResult(status="ok", reason="", device=str(device), resolution=resolution, job_seeds=len(seeds))
@@ -265,7 +270,7 @@ def _train_together(model_or_spec: nn.Module | NetworkSpec, data: Dataset, cfg: 
         torch.cuda.reset_peak_memory_stats(device)
     try:
         with threads.registered():
-            _run(models, seeds, data, cfg, device, resolution, callback, progress, results, threads, start)
+            _run(models, seeds, data, cfg, device, resolution, callback, progress, results, threads, start, job)
     except torch.OutOfMemoryError as e:
         for r in results:
             r.status, r.reason = "oom", f"out of memory on {device}: {str(e).splitlines()[0]}"
@@ -285,7 +290,7 @@ class CpuThreads:
     RECHECK_S = 2.0
 
     def __init__(self, fixed: int | None) -> None:
-        self.fixed, self.checked = fixed, -math.inf
+        self.fixed, self.checked = (cpu_threads(fixed) if fixed else fixed), -math.inf
         self.busy_elsewhere = sharing.BusyElsewhere()
 
     def registered(self) -> contextlib.AbstractContextManager[None]:
@@ -317,7 +322,7 @@ def _batches(data: Dataset, cfg: TrainConfig, generators: list[torch.Generator])
 
 def _run(models: list[nn.Module], seeds: list[int], data: Dataset, cfg: TrainConfig, device: torch.device,
          resolution: int, callback: EpochCallback | None, progress: Callable[[str], None] | None,
-         results: list[TrainResult], threads: CpuThreads, start: float) -> None:
+         results: list[TrainResult], threads: CpuThreads, start: float, job: tuple[int, int]) -> None:
     data = prepare_data(data, resolution, device, cfg.channels_last)
     for i, model in enumerate(models):
         model = model.to(device)
@@ -348,6 +353,10 @@ def _run(models: list[nn.Module], seeds: list[int], data: Dataset, cfg: TrainCon
     epochs = math.ceil(total_steps / steps_per_epoch)
     warmup = int(cfg.warmup_epochs * steps_per_epoch)
     step, train_time, train_images, eval_time = 0, 0.0, 0, 0.0
+    of_seeds = f", seed {job[0] + 1} of {job[1]}" if job[1] > 1 else ""
+
+    def doing() -> str:          # what a heartbeat says, read when it is shown
+        return f"training: epoch {epoch}/{epochs}, step {step}/{total_steps}{of_seeds}"
     setup_time = time.perf_counter() - start
 
     for epoch in range(1, epochs + 1):
@@ -364,6 +373,7 @@ def _run(models: list[nn.Module], seeds: list[int], data: Dataset, cfg: TrainCon
                 loss_sum += step_fn(xb, yb) * yb.shape[-1]
                 seen += yb.shape[-1]
                 step += 1
+                heartbeat(doing, (job[0] + step / total_steps) / job[1])
             train_losses = [total / max(1, seen) for total in loss_sum.tolist()]   # the one host sync of the epoch
             seconds = time.perf_counter() - t0
             if isinstance(step_fn, CapturedStep):    # capturing is set-up, not training

@@ -209,6 +209,7 @@ def test_calibration_ranks_a_spread_of_candidates_across_budgets(tiny_study, run
     rows = json.loads(out)
     assert [r["budget"] for r in rows] == [pytest.approx(1 / 3, abs=1e-4), 1.0] and rows[-1]["tau_b"] == 1.0
     assert "1/3x the training (" in err and "1x the training (" in err      # each run, as people write it
+    assert "[6/6 runs] " in err                        # 3 candidates x 2 budgets, counted as they finish
     result = calibration(load_study(path))
     assert len(result.sampled) == 3 and len({s.network for s in result.sampled}) == 3
     assert result.sentence().startswith(("recommended proxy budget", "no budget below 1x"))

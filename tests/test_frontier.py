@@ -20,8 +20,10 @@ import pandas as pd
 import pytest
 from conftest import TINY_STUDY
 from optuna.trial import TrialState
+from test_report import E_NOTATION, page_tables
 
 from nas.flops import activations_at, flops_at
+from nas.report import MAX_COLUMNS
 from nas.search.constraint import ProxyFamily
 from nas.search.frontier import RUN, FrontierJob, fast_family, match_flops, single_families
 from nas.search.storage import open_storage
@@ -83,6 +85,14 @@ def test_table_matches_the_trials_in_storage(done):
     assert len(study.get_trials(states=(TrialState.COMPLETE,))) == SEEDS * len({r["network"] for r in rows})
     csv = pd.read_csv(cwd / "runs/tiny/frontier/frontier.csv")
     assert csv["acc_mean"].tolist() == pytest.approx([r["acc_mean"] for r in rows], abs=1e-4)
+
+
+def test_progress_counts_the_runs_as_they_finish(done):
+    cwd, _, err = done
+    runs = len(_frontier_study(cwd, "tiny").get_trials(states=(TrialState.COMPLETE,)))
+    counted = [re.match(r"\[(\d+)/(\d+) runs\] \d+:\d\d elapsed", line) for line in err.splitlines()
+               if " complete: " in line]
+    assert [(int(m.group(1)), int(m.group(2))) for m in counted if m] == [(k, runs) for k in range(1, runs + 1)]
 
 
 def test_baselines_match_the_searched_family_flops(done):
@@ -204,6 +214,12 @@ def test_report_has_every_section_and_embedded_images(done):
     assert all(base64.b64decode(i).startswith(b"\x89PNG") for i in images)
     assert not re.search(r'(src|href)="(https?:)?//', page)     # nothing to fetch: opens from disk
     assert "efficientnet_b0-phi7" in page                       # the family table, phi 0..7
+    tables = page_tables(page)                                  # and the frontier's reads like the others
+    assert not E_NOTATION.search("".join(tables.text))
+    frontier = next(t for t in tables.tables if t["headers"][:2] == ["family", "φ"])
+    assert not frontier["folded"] and len(frontier["headers"]) <= MAX_COLUMNS
+    assert {"FLOPs", "latency (full size)", "accuracy (95 % interval)"} <= set(frontier["headers"])
+    assert re.search(r'<a download="frontier.csv" href="data:text/csv', page)
 
 
 def test_bad_input_is_one_line_and_exit_2(done, run_cli, monkeypatch):
@@ -212,6 +228,7 @@ def test_bad_input_is_one_line_and_exit_2(done, run_cli, monkeypatch):
                           (["frontier", "tiny", "--families", "paper"], "must include searched"),
                           (["frontier", "tiny", "--alpha", "1.2"], "give all three of --alpha"),
                           (["frontier", "tiny", "--seeds", "0"], "--seeds 0"),
+                          (["frontier", "tiny", "--latency-device", "xyz"], "--latency-device xyz: must be auto"),
                           (["frontier", "nosuch"], "no study 'nosuch'"),
                           (["report", "nosuch"], "no study 'nosuch'")]:
         code, _, err = run_cli(*args)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from nas.console import FORMATS, stderr_progress
@@ -70,16 +71,19 @@ def parse_gpus(text: str) -> list[int]:
     return gpus
 
 
-def progress_of(args: argparse.Namespace):
+def progress_of(args: argparse.Namespace) -> Callable[[str], None] | None:
+    """Where a command's progress goes: stderr (nas.console: a live bar on a terminal, plain lines elsewhere),
+    or nowhere under --quiet."""
     return None if getattr(args, "quiet", False) else stderr_progress
 
 
 def run_job(job: Any, args: argparse.Namespace, command: str) -> Any:
-    """Run or resume a search job with --workers/--storage; None when interrupted (Ctrl-C)."""
+    """Run or resume a search job with --workers/--storage, its progress on stderr unless --quiet; None when
+    interrupted (Ctrl-C)."""
     from nas.search.runner import run_search
     try:
         return run_search(job, workers=args.workers, storage_url=args.storage, force_workers=args.force_workers,
-                          gpus=None if args.gpus is None else parse_gpus(args.gpus))
+                          gpus=None if args.gpus is None else parse_gpus(args.gpus), progress=progress_of(args))
     except KeyboardInterrupt:
         from nas.search.storage import masked
         print(f"nas {command}: interrupted; finished trials are kept in {masked(job.config.storage_url(args.storage))} "

@@ -135,7 +135,7 @@ CALIBRATE_HELP = ("Train a few candidates spread over the grid at a ladder of bu
 def add_parsers(actions: Any) -> None:
     """`nas scale confirm` and `nas scale calibrate`, under `nas scale`."""
     c = command(actions, "confirm", cmd_scale_confirm, "retrain the leaders at a larger budget: does the ranking "
-                "hold?", CONFIRM_HELP)
+                "hold?", CONFIRM_HELP, quiet=True)
     c.add_argument("study", help=STUDY_HELP)
     c.add_argument("--top", type=int, help="leaders to retrain, at least every one tied with the best (default 4)")
     c.add_argument("--epochs", type=float, help="times the study's training (default 3)")

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from nas.commands import STUDY_HELP, add_coefficients, add_run_options, command, run_job
-from nas.commands.networks import parse_phis
+from nas.commands.networks import parse_phis, writable_file, writable_folder
 from nas.console import print_table, stderr_progress
 from nas.errors import ExitCode, NasError
 
@@ -18,6 +18,7 @@ def cmd_frontier(args: argparse.Namespace) -> int:
     from nas.search.frontier import frontier_results, plan_frontier
     from nas.search.results import frontier_verdicts
 
+    given = writable_folder(Path(args.out)) if args.out else None       # before hours of training
     plan = plan_frontier(args.study, args.storage, _families(args.families), _given(args),
                          parse_phis(args.phis, "--phis"), args.seeds, args.tolerance,
                          None if args.no_latency else args.latency_device or "")
@@ -25,7 +26,7 @@ def cmd_frontier(args: argparse.Namespace) -> int:
     if study is None:
         return ExitCode.INTERRUPTED
     table = frontier_results(plan.job, study)
-    out = Path(args.out) if args.out else plan.job.config.run_dir / "frontier"
+    out = given or plan.job.config.run_dir / "frontier"
     title, subtitle = frontier_title(plan.job.config, args.seeds)
     written = write_frontier(table, out, title, subtitle, plan.search_table)
     print_table(table.drop(columns=["label", "network"]) if args.format == "table" else table, args.format)
@@ -69,7 +70,8 @@ def add_frontier_parser(sub: Any) -> None:
                  "1.15), and fast (Dollár et al.: width s^0.4, depth s^0.1, resolution s^0.05), width-, depth- and "
                  "resolution-only scaling at matched FLOPs, several seeds each; every "
                  "run is a trial in the study's storage (study <name>-frontier), so an interrupted frontier "
-                 "resumes. Writes frontier.csv/.json and PNG + SVG figures. Guide: docs/frontier.md.")
+                 "resumes. Writes frontier.csv/.json and PNG + SVG figures. Guide: docs/frontier.md.", quiet=True)
+    p.set_defaults(flag_names={"device": "--latency-device"})   # the training device is the study's
     p.add_argument("study", nargs="+", help=f"coefficient {STUDY_HELP}; several studies with the same proxy add "
                                             f"one line each")
     p.add_argument("--phis", default="0-2", help="family members to train (default 0-2; each step doubles the cost)")
@@ -90,7 +92,8 @@ def add_frontier_parser(sub: Any) -> None:
 def cmd_report(args: argparse.Namespace) -> int:
     from nas.report import report_study
 
-    out, size = report_study(args.study, args.storage, Path(args.out) if args.out else None, stderr_progress)
+    given = writable_file(Path(args.out), example="report.html") if args.out else None
+    out, size = report_study(args.study, args.storage, given, stderr_progress)
     print(f"wrote {out} ({size / 1024:.0f} KiB); open it in a browser, no server needed", file=sys.stderr)
     print(out)
     return 0

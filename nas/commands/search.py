@@ -8,9 +8,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from nas.commands import STUDY_HELP, add_run_options, command, fidelity, group, run_job
-from nas.commands.networks import parse_phis
-from nas.console import print_table, stderr_progress
+from nas.commands import STUDY_HELP, add_run_options, command, fidelity, group, progress_of, run_job
+from nas.commands.networks import parse_phis, writable_file
+from nas.console import print_table
 from nas.errors import ExitCode, NasError, SearchAborted
 
 
@@ -43,7 +43,7 @@ def cmd_scale_run(args: argparse.Namespace) -> int:
         print(f"racing: {job.race(study)[0].reason}", file=sys.stderr)
     confirmed = _confirm(cfg, study, args) if cfg.confirm.run else None
     (alpha, beta, gamma), answer_words = answer(cfg, study)
-    built = study_family(cfg, (alpha, beta, gamma), phis, stderr_progress)
+    built = study_family(cfg, (alpha, beta, gamma), phis, progress_of(args))
     family, drift = built.table, built.drift
     if args.format == "json":
         best = found.best
@@ -99,6 +99,7 @@ def cmd_scale_show(args: argparse.Namespace) -> int:
     from nas.search.storage import load_stored_study, stored_config
 
     study, url = load_stored_study(args.study, args.storage)
+    _require_kind(study, args.study, block_level=False)
     table = trials_table(study)
     if table.empty:
         raise NasError(f"study '{study.study_name}' has no trials yet: run it with nas scale run")
@@ -120,11 +121,19 @@ def cmd_scale_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _require_kind(study: Any, given: str, block_level: bool) -> None:
+    """`nas scale show` reads coefficient searches and `nas arch show` block-level ones: the other kind's table
+    would be a table of None."""
+    if (study.user_attrs.get("config", {}).get("arch") is not None) != block_level:
+        kind, command = ("a coefficient search", "scale") if block_level else ("a block-level search", "arch")
+        raise NasError(f"study '{study.study_name}' is {kind}: show it with nas {command} show {given}")
+
+
 def add_scale_parser(sub: Any) -> None:
     actions = group(sub, "scale", "compound-coefficient search (alpha, beta, gamma)")
     r = command(actions, "run", cmd_scale_run, "run or resume a coefficient search from a study file",
                  "Run or resume the study; ends with the winners and the family materialized from the best "
-                 "coefficients.")
+                 "coefficients.", quiet=True)
     r.add_argument("study", help="study file, or an example's name (quickstart, cifar10_gpu)")
     add_run_options(r)
     r.add_argument("--phi", default="0-7", help="family members to materialize at the end (default 0-7)")
@@ -167,6 +176,7 @@ def cmd_arch_show(args: argparse.Namespace) -> int:
     from nas.search.storage import load_stored_study
 
     study, _ = load_stored_study(args.study, args.storage)
+    _require_kind(study, args.study, block_level=True)
     table = arch_table(study)
     if args.all and not table.empty:
         print_table(table, args.format)
@@ -179,8 +189,9 @@ def cmd_arch_export(args: argparse.Namespace) -> int:
     from nas.search.arch import export_trial
     from nas.search.storage import load_stored_study
 
+    out = writable_file(Path(args.out), example="my_base.yaml")
     study, _ = load_stored_study(args.study, args.storage)
-    spec = export_trial(study, args.trial, Path(args.out), args.name)
+    spec = export_trial(study, args.trial, out, args.name)
     print(f"wrote {args.out}: {params_of(spec):,} params, {flops_at(spec, spec.resolution) / 1e6:.1f} MFLOPs at "
           f"{spec.resolution} px; scale it with a study whose space is {args.out}", file=sys.stderr)
     return 0
@@ -188,7 +199,7 @@ def cmd_arch_export(args: argparse.Namespace) -> int:
 
 def add_arch_parser(sub: Any) -> None:
     actions = group(sub, "arch", "block-level architecture search (kernel, expansion, SE, depth)")
-    r = command(actions, "run", cmd_arch_run, "run or resume a block-level search from a study file")
+    r = command(actions, "run", cmd_arch_run, "run or resume a block-level search from a study file", quiet=True)
     r.add_argument("study", help="study file with an 'arch' section, or an example's name (arch_quickstart)")
     add_run_options(r)
     r.add_argument("--top", type=int, default=5, help="rows of the best/Pareto table (default 5)")

@@ -24,10 +24,12 @@ from torch import nn
 from nas import sharing
 from nas.builder import build_model
 from nas.config import LATENCY_ADDED, LatencySettings, no_cuda_graph_on
-from nas.device import default_threads, resolve_device
+from nas.console import counting
+from nas.device import cpu_threads, resolve_device
 from nas.flops import flops_at, params_of
 from nas.latency.pieces import Piece
 from nas.latency.runtimes import prepared_run
+from nas.memory import require_batch_memory
 from nas.spec import NetworkSpec
 
 Progress = Callable[[str], None]
@@ -83,7 +85,7 @@ def _cuda_ms(run: Callable[[], object]) -> float:
 
 
 PROGRESS_EVERY_S = 30.0
-"""A measurement longer than this says which round it is in, about this often."""
+"""Plain progress lines of a measurement (not on a terminal): at most this often."""
 
 
 def _times_ms(runs: Sequence[Callable[[], object]], settings: LatencySettings, device: torch.device,
@@ -103,14 +105,12 @@ def _times_ms(runs: Sequence[Callable[[], object]], settings: LatencySettings, d
         torch.cuda.synchronize(device)
     times: list[list[float]] = [[] for _ in runs]
     order, shuffle = list(range(len(runs))), random.Random(0).shuffle
-    shown = time.monotonic()
-    for k in range(1, settings.repeats + 1):
-        shuffle(order)
-        for i in order:
-            times[i].append(timed(runs[i]))
-        if progress and k < settings.repeats and time.monotonic() - shown >= PROGRESS_EVERY_S:
-            progress(f"  round {k}/{settings.repeats} done")
-            shown = time.monotonic()
+    with counting(progress, settings.repeats, "rounds", lines_every=PROGRESS_EVERY_S) as rounds:
+        for _ in range(settings.repeats):
+            shuffle(order)
+            for i in order:
+                times[i].append(timed(runs[i]))
+            rounds.advance()
     return times
 
 
@@ -141,7 +141,7 @@ def _measure_modules(models: Sequence[nn.Module], input_shapes: Sequence[tuple[i
     """The protocol itself: each module prepared as its runtime runs it (nas.latency.runtimes), all timed
     interleaved, each reduced to its median and 10-90 % band."""
     device = _device(settings)
-    threads = settings.threads or default_threads()
+    threads = cpu_threads(settings.threads)
     if device.type == "cpu":
         torch.set_num_threads(threads)
         _steady_allocator()
@@ -182,6 +182,8 @@ def measure_pieces_and_networks(parts: Sequence[Piece], specs: Sequence[NetworkS
         shown = f"{sides[0]}" if len(sides) == 1 else f"{sides[0]}-{sides[-1]}"
         what = " and ".join(f"{n} {noun}" for n, noun in ((len(parts), "pieces"), (len(todo), "networks")) if n)
         progress(f"measuring {what} at {shown} px: {settings.repeats} rounds, each timing every one once")
+    for spec, _, side, c, _ in todo:
+        require_batch_memory(spec, side, settings.batch_size, False, c)
     torch.manual_seed(0)
     models = [p.module() for p in parts]
     for spec, _, _, c, n in todo:
@@ -226,7 +228,7 @@ def measurement_conditions(settings: LatencySettings) -> dict[str, Any]:
     added = {k: getattr(settings, k) for k in LATENCY_ADDED if getattr(settings, k) != getattr(LatencySettings, k)}
     return {"device": str(device), "hardware": _hardware_name(device), "runtime": settings.runtime,
             "batch_size": settings.batch_size, "channels_last": settings.channels_last,
-            "threads": (settings.threads or default_threads()) if device.type == "cpu" else None, **added}
+            "threads": cpu_threads(settings.threads) if device.type == "cpu" else None, **added}
 
 
 def measure_networks(specs: Sequence[NetworkSpec], settings: LatencySettings, resolution: int | None = None,

@@ -44,6 +44,7 @@ def mnasnet_reward(accuracy: float, cost: float, target: float, w: float) -> flo
 class ArchJob:
     config: StudyConfig
     needs_queue = False
+    unit = "trials"
 
     @property
     def study_name(self) -> str:
@@ -78,7 +79,12 @@ class ArchJob:
         progress(f"block-level space {self.config.space}: {self.space().size:.3g} networks")
 
     def done(self, study: optuna.Study) -> bool:
-        return sum(counts_as_finished(t) for t in study.get_trials(deepcopy=False)) >= self.settings.trials
+        return self.work(study)[0] >= self.settings.trials
+
+    def work(self, study: optuna.Study) -> tuple[int, int | None]:
+        """(trials finished, `trials`), for progress lines."""
+        finished = sum(counts_as_finished(t) for t in study.get_trials(deepcopy=False))
+        return min(finished, self.settings.trials), self.settings.trials
 
     def objective(self) -> Callable[[optuna.Trial], float | tuple[float, ...]]:
         space, data = self.space(), proxy_data(self.config)

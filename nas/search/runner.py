@@ -29,10 +29,17 @@ from optuna.storages import fail_stale_trials
 from optuna.trial import FrozenTrial, TrialState
 
 from nas.config import StudyConfig
-from nas.console import stderr_progress
+from nas.console import Progress, counting, stderr_progress
 from nas.errors import ExitCode, NasError, SearchAborted
 from nas.records import TrialRecord, record
-from nas.search.storage import fail_trials_without_heartbeat, masked, open_storage, storage_failure, unwritable_failure
+from nas.search.storage import (
+    clean_stored_definition,
+    fail_trials_without_heartbeat,
+    masked,
+    open_storage,
+    storage_failure,
+    unwritable_failure,
+)
 from nas.validation import read_from
 
 MAX_FAILURES_IN_A_ROW = 3
@@ -56,6 +63,8 @@ class SearchJob(Protocol):
     def needs_queue(self) -> bool: ...      # work comes only from enqueued trials (a grid): stop when they are done
     @property
     def directions(self) -> list[str]: ...  # one per objective value
+    @property
+    def unit(self) -> str: ...              # what progress lines count: "trials", "runs"
 
     def create_sampler(self, worker: int) -> optuna.samplers.BaseSampler: ...
     def create_pruner(self) -> optuna.pruners.BasePruner: ...
@@ -63,6 +72,7 @@ class SearchJob(Protocol):
     def done(self, study: optuna.Study) -> bool: ...
     def objective(self) -> Callable[[optuna.Trial], float | Sequence[float]]: ...
     def describe(self, trial: FrozenTrial) -> str: ...
+    def work(self, study: optuna.Study) -> tuple[int, int | None]: ...   # (units finished, total as now known)
 
 
 @dataclass
@@ -75,6 +85,7 @@ class SideJob:
     suffix: str = dataclasses.field(kw_only=True)
     directions = ["maximize"]
     needs_queue = True
+    unit = "runs"
 
     @property
     def study_name(self) -> str:
@@ -85,6 +96,9 @@ class SideJob:
 
     def create_pruner(self) -> optuna.pruners.BasePruner:
         return optuna.pruners.NopPruner()
+
+    def work(self, study: optuna.Study) -> tuple[int, int | None]:
+        return queued_work(study)
 
 
 def counts_as_finished(t: FrozenTrial) -> bool:
@@ -131,6 +145,14 @@ def claim_queued(trial: optuna.Trial, attr: str) -> tuple:
     return key
 
 
+def queued_work(study: optuna.Study) -> tuple[int, int]:
+    """(finished, total) of a job whose work is queued: the total is what is finished, waiting or running,
+    so it grows when a decision queues more (racing)."""
+    outcomes = [TrialRecord.from_trial(t) for t in study.get_trials(deepcopy=False)]
+    finished = sum(r.finished_for_good for r in outcomes)
+    return finished, finished + sum(not r.skipped and r.state in ("waiting", "running") for r in outcomes)
+
+
 def all_finished(study: optuna.Study, attr: str, keys: list[tuple]) -> bool:
     finished = {queued_key(t, attr) for t in study.get_trials(deepcopy=False) if counts_as_finished(t)}
     return all(k in finished for k in keys)
@@ -158,6 +180,8 @@ def create_or_load(job: SearchJob, storage: optuna.storages.BaseStorage, url: st
                       f"{job.study_name} --storage URL)")
         raise NasError(f"study '{job.study_name}' in {masked(url)} was run with a different definition than "
                        f"{cfg.source}: give the changed study a new name, or {start_over}")
+    else:
+        clean_stored_definition(study)
     return study
 
 
@@ -178,10 +202,15 @@ def built_from(cfg: StudyConfig) -> dict[str, str]:
 def check_built_from(study: optuna.Study, now: dict[str, str], cfg: StudyConfig) -> None:
     """Record what the study is built from (`now`, from `built_from`) on its first run; refuse to resume on a
     changed network or data set, which would mix trials of two different problems in one ranking."""
+    from nas.data import first_16_mib_fingerprint
+
     before = study.user_attrs.get("built_from")
     if before is None:          # a new study, or one made before effnas recorded this
         study.set_user_attr("built_from", now)
         return
+    if before.get("data") != now["data"] and before.get("data") == first_16_mib_fingerprint(cfg.proxy.dataset):
+        before = {**before, "data": now["data"]}    # recorded when only each file's first 16 MiB was hashed
+        study.set_user_attr("built_from", before)
     changed = [what for what in ("space", "data") if before.get(what) != now[what]]
     if changed:
         what = {"space": f"the base network '{cfg.space}'", "data": f"the data set '{cfg.proxy.dataset}'"}
@@ -190,11 +219,11 @@ def check_built_from(study: optuna.Study, now: dict[str, str], cfg: StudyConfig)
                        f"restore the old version, or give the study a new name (field 'name') to start a new one")
 
 
-def worker_loop(job: SearchJob, storage_url: str, worker: int, progress: Callable[[str], None],
-                device: str) -> None:
+def worker_loop(job: SearchJob, storage_url: str, worker: int, progress: Progress, device: str) -> None:
     """Take trials until the job is done, training on `device` (`worker_device`: this worker's GPU, or the
-    study's device); a database that can no longer be written ends it with one line (Optuna's heartbeat thread,
-    which meets it too, is kept from printing its own traceback)."""
+    study's device), each finished trial a step of `progress` (counted from storage: `job.work`); a database
+    that can no longer be written ends it with one line (Optuna's heartbeat thread, which meets it too, is
+    kept from printing its own traceback)."""
     default_hook = threading.excepthook
 
     def quiet_storage_threads(args: Any) -> None:
@@ -225,8 +254,7 @@ def training_on(job: SearchJob, device: str) -> SearchJob:
     return moved
 
 
-def _take_trials(job: SearchJob, storage_url: str, worker: int, progress: Callable[[str], None],
-                 device: str) -> None:
+def _take_trials(job: SearchJob, storage_url: str, worker: int, progress: Progress, device: str) -> None:
     optuna.logging.set_verbosity(optuna.logging.ERROR)   # each trial reports through `progress`
     if device.startswith("cuda:"):
         import torch
@@ -244,7 +272,8 @@ def _take_trials(job: SearchJob, storage_url: str, worker: int, progress: Callab
         outcome = TrialRecord.from_trial(trial)
         if outcome.skipped:
             return
-        progress(f"[worker {worker}] trial {trial.number} {outcome.state}: {job.describe(trial)}")
+        done, total = job.work(study)
+        progress.advance(f"trial {trial.number} {outcome.state}: {job.describe(trial)}", done=done, total=total)
         failures_in_a_row = failures_in_a_row + 1 if outcome.fail_traceback else 0
         if failures_in_a_row >= MAX_FAILURES_IN_A_ROW:
             raise SearchAborted(f"{failures_in_a_row} trials in a row raised an error, the last: "
@@ -259,7 +288,7 @@ def _take_trials(job: SearchJob, storage_url: str, worker: int, progress: Callab
         fail_stale_trials(study)
         orphans = fail_trials_without_heartbeat(storage, study, orphan_age)
         if orphans:
-            progress(f"[worker {worker}] trial(s) {orphans} never sent a heartbeat in {orphan_age} s: their "
+            progress(f"trial(s) {orphans} never sent a heartbeat in {orphan_age} s: their "
                      f"worker died as it took them; failed, and their work queued again")
         if job.done(study):
             return
@@ -269,12 +298,13 @@ def _take_trials(job: SearchJob, storage_url: str, worker: int, progress: Callab
         if not waiting and job.needs_queue:
             if not running:
                 job.prepare(study, progress)
+                progress.total = job.work(study)[1]      # racing may have queued more
                 if not any(t.state == TrialState.WAITING for t in study.get_trials(deepcopy=False)):
                     return
                 continue
             new = {t.number for t in running} - waited_for
             if new:
-                progress(f"[worker {worker}] waiting for trial(s) {sorted(new)} running elsewhere (a trial whose "
+                progress(f"waiting for trial(s) {sorted(new)} running elsewhere (a trial whose "
                          f"worker died is retried after {job.config.heartbeat.grace} s without heartbeat)")
                 waited_for |= new
             time.sleep(job.config.heartbeat.interval)
@@ -284,13 +314,21 @@ def _take_trials(job: SearchJob, storage_url: str, worker: int, progress: Callab
         except optuna.exceptions.StorageInternalError as e:   # a lost race on a contended database: retry
             if unwritable_failure(storage_url, e):
                 raise
-            progress(f"[worker {worker}] storage busy ({str(e).splitlines()[0]}), retrying")
+            progress(f"storage busy ({str(e).splitlines()[0]}), retrying")
             time.sleep(1)
 
 
-def _worker_main(job: SearchJob, storage_url: str, worker: int, device: str, errors: Any) -> None:
+def _worker_main(job: SearchJob, storage_url: str, worker: int, device: str, errors: Any, loud: bool,
+                 work: tuple[int, int | None], launched: float) -> None:
+    """One of several worker processes. Each prints its own lines, "[worker i] ", with the study's counts read
+    from storage (`work` as the launcher found it: finished before the launch, total), and the time since
+    the launch (wall clock: `launched`, time.time() in the launcher); plain lines even on a terminal, where
+    the bars of several processes would overwrite each other."""
+    progress = counting(stderr_progress if loud else None, work[1], job.unit, done=work[0],
+                        elapsed=time.time() - launched, live=False, prefix=f"[worker {worker}] ")
     try:
-        worker_loop(job, storage_url, worker, stderr_progress, device)
+        with progress:
+            worker_loop(job, storage_url, worker, progress, device)
     except KeyboardInterrupt:
         sys.exit(ExitCode.INTERRUPTED)
     except SearchAborted as e:
@@ -318,10 +356,12 @@ def check_workers(workers: int, gpus: Sequence[int], force: bool = False) -> Non
 
 
 def run_search(job: SearchJob, workers: int = 1, storage_url: str | None = None,
-               progress: Callable[[str], None] = stderr_progress, force_workers: bool = False,
+               progress: Callable[[str], None] | None = stderr_progress, force_workers: bool = False,
                gpus: Sequence[int] | None = None) -> optuna.Study:
     """Create or resume the study, then run `workers` worker processes (in this process when 1), worker i on
-    GPU i mod n of `gpus` (default: every visible GPU) when the study trains on CUDA.
+    GPU i mod n of `gpus` (default: every visible GPU) when the study trains on CUDA. Lines go to `progress`
+    (stderr_progress: a live bar on a terminal; None: nothing), one per finished trial with the counts done/total
+    and the time left (nas.console.Progress); trials finished before a resume count as done, not in the rate.
 
     Everything a worker would fail on at start (the data source, the storage) is checked here first, so a
     bad input is one line from the launcher, not one traceback per worker."""
@@ -335,6 +375,7 @@ def run_search(job: SearchJob, workers: int = 1, storage_url: str | None = None,
         with read_from(job.config.source, "search.latency"):
             resolve_device(job.config.search.latency.device)
     check_workers(workers, gpus, force_workers)
+    say = progress or (lambda _: None)
     inputs = built_from(job.config)     # a missing data set or network fails here, before storage is made
     proxy_data(job.config)              # so does a data set that cannot be read or subset
     url = job.config.storage_url(storage_url)
@@ -347,25 +388,28 @@ def run_search(job: SearchJob, workers: int = 1, storage_url: str | None = None,
     check_built_from(study, inputs, job.config)
     done_before = sum(counts_as_finished(t) for t in study.get_trials(deepcopy=False))
     if done_before:
-        progress(f"resuming study '{job.study_name}' ({masked(url)}): {done_before} finished trials kept")
+        say(f"resuming study '{job.study_name}' ({masked(url)}): {done_before} finished trials kept")
     attrs = study.user_attrs
     rules = attrs.get("trial_rules", 0)       # absent: a study from before the rules were recorded
     if rules != TRIAL_RULES:
         creator = (f"effnas {attrs['created_by']}" if "created_by" in attrs else
                    "an effnas that did not record its version")
-        progress(f"resuming study '{job.study_name}' created by {creator} under trial rules {rules} (now "
+        say(f"resuming study '{job.study_name}' created by {creator} under trial rules {rules} (now "
                  f"{TRIAL_RULES}): its finished trials are kept and new trials follow the current rules")
     from nas import __version__
 
     if (done_before or rules != TRIAL_RULES) and attrs.get("resumed_by") != __version__:
         study.set_user_attr("resumed_by", __version__)      # the effnas that last resumed it
-    job.prepare(study, progress)
+    job.prepare(study, say)
+    work = job.work(study)
     if workers == 1:
-        worker_loop(job, url, 0, progress, worker_device(0, device, gpus))
+        with counting(progress, work[1], job.unit, done=work[0]) as tracker:
+            worker_loop(job, url, 0, tracker, worker_device(0, device, gpus))
     else:
         ctx = multiprocessing.get_context("spawn")   # fresh interpreters: no forked torch thread pools
         errors = ctx.SimpleQueue()
-        procs = [ctx.Process(target=_worker_main, args=(job, url, i, worker_device(i, device, gpus), errors),
+        procs = [ctx.Process(target=_worker_main, args=(job, url, i, worker_device(i, device, gpus), errors,
+                                                                progress is not None, work, time.time()),
                              name=f"nas-worker-{i}") for i in range(workers)]
         for p in procs:
             p.start()
@@ -388,5 +432,5 @@ def run_search(job: SearchJob, workers: int = 1, storage_url: str | None = None,
             if not job.done(optuna.load_study(study_name=job.study_name, storage=storage)):
                 raise SearchAborted(f"worker(s) {names} stopped unexpectedly (see above); finished trials are "
                                     f"kept: run the same command to resume")
-            progress(f"worker(s) {names} stopped unexpectedly; the others retried their trials and finished")
+            say(f"worker(s) {names} stopped unexpectedly; the others retried their trials and finished")
     return optuna.load_study(study_name=job.study_name, storage=storage)

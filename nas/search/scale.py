@@ -35,7 +35,7 @@ from nas.scaling import target_member
 from nas.search.constraint import ProxyCandidate, ProxyFamily, feasible_grid, proxy_family, solve_proxy
 from nas.search.racing import HalvingDecision, RaceDecision, Ties, replay, rung_budgets, successive_halving
 from nas.search.results import Run, candidates, runs_of, tie_set
-from nas.search.runner import all_finished, claim_queued, enqueue_missing
+from nas.search.runner import all_finished, claim_queued, enqueue_missing, queued_work
 from nas.search.scoring import budgeted, describe_outcome, make_pruner, proxy_data, recording_failures, train_and_score
 from nas.spec import NetworkSpec, load_spec
 
@@ -50,6 +50,7 @@ class ScaleJob:
 
     config: StudyConfig
     directions = ["maximize"]
+    unit = "trials"
     table_ready: bool = field(default=False, init=False, repr=False, compare=False)   # predictor.search_table ran
 
     @property
@@ -192,6 +193,14 @@ class ScaleJob:
         finished = [r for r in records(study, CoefficientRecord) if r.finished_for_good]
         feasible = [r for r in finished if r.trainable]
         return len(feasible) >= s.trials or len(finished) >= 5 * s.trials
+
+    def work(self, study: optuna.Study) -> tuple[int, int | None]:
+        """(finished, total) for progress lines: the queued trials of a grid (racing adds to them); else the
+        feasible trials finished of `search.trials` (infeasible ones are not trained and do not count)."""
+        if self.needs_queue:
+            return queued_work(study)
+        trials = self.config.search.trials
+        return min(trials, sum(r.finished_for_good and r.trainable for r in records(study, CoefficientRecord))), trials
 
     # ------------------------------------------------------------------------------- objective
     def suggest(self, trial: optuna.Trial) -> tuple[float, float]:
