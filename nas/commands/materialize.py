@@ -1,4 +1,5 @@
-"""`nas materialize`: family members from the paper's table, given coefficients or a study's winner."""
+"""`nas materialize`: family members from the paper's table, given coefficients or a study's winner; their
+spec files and their exports (a plain-PyTorch module, ONNX files)."""
 
 from __future__ import annotations
 
@@ -20,23 +21,80 @@ if TYPE_CHECKING:          # pandas, torch and the family load with the command,
     from nas.family import Member
 
 
+EXPORTS = ("pytorch", "onnx")
+MAX_CLASSES = 100_000
+
+
 def cmd_materialize(args: argparse.Namespace) -> int:
     from nas.family import write_family
 
-    if args.save_models and not args.out:      # before any work: a latency family takes minutes to time
-        raise NasError("--save-models needs --out DIR to write the weights to")
+    exports = _exports(args)          # before any work: a latency family takes minutes to time
     out = writable_folder(Path(args.out)) if args.out else None
-    members, df = _family(args, parse_phis(args.phi), progress_of(args))
+    probed = _probe_results(args)
+    members, df, family = _family(args, parse_phis(args.phi), progress_of(args))
+    if probed:
+        from nas.latency.probe import with_probed_latency
+        df = with_probed_latency(df, members, probed, args.num_classes)
+        print(f"latency_ms: {probed.describe()}, read from {probed.path}", file=sys.stderr)
     if out:
-        written = write_family(members, out, args.save_models, args.num_classes)
-        print(f"wrote {len(written)} files to {out}", file=sys.stderr)
+        written = write_family(members, out)
+        print(f"wrote {len(written)} spec files to {out}", file=sys.stderr)
+        _export(exports, members, family, out, args)
     print_table(df, args.format)
     return 0
 
 
-def _family(args: argparse.Namespace, phis: list[float], progress: Any) -> tuple[list[Member], pd.DataFrame]:
-    """(members, their table) from --preset, --alpha/--beta/--gamma or --study; a study's family is the one its
-    run built (nas.family.study_family), unless --nominal asks for the compound rule as it is."""
+def _probe_results(args: argparse.Namespace) -> Any:
+    """--latency-from's probe results, read and checked before any work (None without it)."""
+    if not args.latency_from:
+        return None
+    from nas.latency.probe import ProbeResults
+    return ProbeResults.load(args.latency_from)
+
+
+def _exports(args: argparse.Namespace) -> list[str]:
+    """--export's formats (repeated or comma-separated), checked with --out and --num-classes before any work."""
+    formats = list(dict.fromkeys(f.strip() for value in args.export or [] for f in value.split(",") if f.strip()))
+    unknown = [f for f in formats if f not in EXPORTS]
+    if unknown:
+        raise NasError(f"--export {unknown[0]}: choose {' or '.join(EXPORTS)} (repeat --export or give a comma list)")
+    if formats and not args.out:
+        raise NasError(f"--export {','.join(formats)} needs --out DIR to write into")
+    if not 1 <= args.num_classes <= MAX_CLASSES:
+        raise NasError(f"--num-classes {args.num_classes}: give 1..{MAX_CLASSES:,}")
+    if "onnx" in formats:
+        from nas.export.onnx import require_onnx
+        require_onnx()
+    return formats
+
+
+def _export(formats: list[str], members: list[Member], family: str, out: Path, args: argparse.Namespace) -> None:
+    """The family as one PyTorch module (out/<base network>.py) and/or one ONNX file a member, each checked."""
+    from nas.validation import file_in
+
+    try:
+        if "pytorch" in formats:
+            from nas.export.pytorch import export_pytorch, module_name
+
+            path = export_pytorch(members, file_in(out, module_name(family), ".py"), args.num_classes)
+            print(f"wrote {path}: {len(members)} members in plain PyTorch, each made by {path.stem}.build(name) "
+                  f"(docs/export.md)", file=sys.stderr)
+        if "onnx" in formats:
+            from nas.export.onnx import export_onnx
+            from nas.latency.runtimes import ONNX_OPSET
+
+            for e in export_onnx(members, out, args.num_classes, progress=progress_of(args)):
+                print(f"wrote {e.path}: opset {ONNX_OPSET}, input 1 x 3 x {e.resolution} x {e.resolution}; ONNX Runtime's "
+                      f"logits match PyTorch's within {e.max_abs_diff:.1e}", file=sys.stderr)
+    except OSError as e:
+        raise NasError(f"--out {out}: cannot write there ({e.strerror}): give a writable folder") from None
+
+
+def _family(args: argparse.Namespace, phis: list[float],
+            progress: Any) -> tuple[list[Member], pd.DataFrame, str]:
+    """(members, their table, their base network's name) from --preset, --alpha/--beta/--gamma or --study; a
+    study's family is the one its run built (nas.family.study_family), unless --nominal asks for the compound
+    rule as it is."""
     from nas.family import compound_family, exact_cost_family, family_table, study_family
     from nas.spec import load_spec
 
@@ -56,17 +114,17 @@ def _family(args: argparse.Namespace, phis: list[float], progress: Any) -> tuple
         if args.exact_cost is False:
             print(source, file=sys.stderr)
             members = compound_family(base, alpha, beta, gamma, phis, args.resolution_multiple)
-            return members, family_table(members, base, progress, config.search.target)
+            return members, family_table(members, base, progress, config.search.target), base.name
         family = study_family(config, (alpha, beta, gamma), phis, progress, build_table=False)
         print(f"{source}; each member's resolution solved on its {family.solved_on}", file=sys.stderr)
-        return family.members, family.table
+        return family.members, family.table, base.name
+    base = load_spec(args.space or "efficientnet_b0")
     if args.exact_cost:
-        base = load_spec(args.space or "efficientnet_b0")
         members, nominal = exact_cost_family(base, args.alpha, args.beta, args.gamma, phis)
-        return members, family_table(members, base, progress, nominal_resolutions=nominal)
+        return members, family_table(members, base, progress, nominal_resolutions=nominal), base.name
     members = networks_from_flags(args.space, preset=args.preset, alpha=args.alpha, beta=args.beta, gamma=args.gamma,
                                   phi=args.phi, resolution_multiple=args.resolution_multiple)
-    return members, family_table(members, load_spec(args.space or "efficientnet_b0"), progress)
+    return members, family_table(members, base, progress), base.name
 
 
 def _study_winner(study: str, storage: str | None, space: str | None) -> tuple[StudyConfig, tuple[float, float, float]]:
@@ -86,7 +144,9 @@ def _study_winner(study: str, storage: str | None, space: str | None) -> tuple[S
 def add_parser(sub: Any) -> None:
     p = command(sub, "materialize", cmd_materialize, "build a family from coefficients or the paper's table",
                  "Build family members phi = 0..7 (or any phi) from scaling coefficients or the paper's B0..B7 "
-                 "table; print params, measured FLOPs and activations, and the FLOPs ratio to the base next to 2^phi.", quiet=True)
+                 "table; print params, measured FLOPs and activations, and the FLOPs ratio to the base next to 2^phi. With "
+                 "--out, write each member's spec, and with --export the family as a plain-PyTorch module or ONNX "
+                 "files that need no effnas.", quiet=True)
     p.add_argument("--preset", choices=("paper",), help="the paper's per-model table B0..B7")
     add_coefficients(p)
     p.add_argument("--phi", default="0-7", help="members: a range 0-7, a list 0,0.5,1 or one value (default 0-7)")
@@ -101,6 +161,15 @@ def add_parser(sub: Any) -> None:
                            "--study) is 2^phi (the study's c^phi) times the base's (default with --study)")
     cost.add_argument("--nominal", dest="exact_cost", action="store_false",
                       help="resolution gamma^phi as the compound rule has it (default with --alpha/--beta/--gamma)")
-    p.add_argument("--out", help="write one spec YAML per member into this folder")
-    p.add_argument("--save-models", action="store_true", help="with --out, also save freshly built weights (.pt)")
-    p.add_argument("--num-classes", type=int, default=1000, help="classifier size of saved models (default 1000)")
+    p.add_argument("--out", help="write one spec YAML per member (<member>.yaml) into this folder")
+    p.add_argument("--export", action="append", metavar="pytorch|onnx",
+                   help="with --out, also write the family for use without effnas: pytorch, one plain-PyTorch "
+                        "module <base network>.py that builds every member by name; onnx, <member>.onnx each "
+                        "(opset 17, batch 1), checked in ONNX Runtime. Repeat it or give a comma list "
+                        "(docs/export.md)")
+    p.add_argument("--latency-from", metavar="RESULTS.json",
+                   help="each member's latency as the device probe timed it (nas latency probe export with the same "
+                        "family flags, then the probe on the device; docs/latency.md)")
+    p.add_argument("--num-classes", type=int, default=1000,
+                   help="classifier size (default 1000): of the ONNX models and the PyTorch module's default with "
+                        "--export, and of the networks --latency-from looks up")

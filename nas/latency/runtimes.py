@@ -24,7 +24,8 @@ from nas.errors import NasError
 ONNX_OPSET = 17
 
 
-def _import_optional(name: str, fix: str) -> ModuleType:
+def import_optional(name: str, fix: str) -> ModuleType:
+    """`import name`, or the one-line error `fix` (how to install it) when the package is missing."""
     try:
         return importlib.import_module(name)
     except ImportError:
@@ -35,20 +36,27 @@ def onnxruntime_run(model: nn.Module, x: torch.Tensor, threads: int) -> Callable
     """One inference of `model` as an ONNX Runtime CPU session. The TorchScript exporter (dynamo=False)
     is used because it writes opset 17 directly and needs only the onnx package; the newer exporter
     also needs onnxscript and cannot convert these graphs down to 17."""
-    ort = _import_optional("onnxruntime", "runtime onnxruntime is not installed: pip install onnxruntime, "
+    ort = import_optional("onnxruntime", "runtime onnxruntime is not installed: pip install onnxruntime, "
                                           "or use --runtime torch")
-    _import_optional("onnx", "runtime onnxruntime exports through torch.onnx, which needs the onnx package: "
+    import_optional("onnx", "runtime onnxruntime exports through torch.onnx, which needs the onnx package: "
                              "pip install onnx, or use --runtime torch")
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
-    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the exporter's deprecation and tracer notices
-        path = str(Path(tmp) / "model.onnx")
-        torch.onnx.export(model, (x,), path, opset_version=ONNX_OPSET, dynamo=False)
-        session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    with tempfile.TemporaryDirectory() as tmp:
+        path = write_onnx(model, x, Path(tmp) / "model.onnx")
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     feed = {session.get_inputs()[0].name: x.numpy()}
     return lambda: session.run(None, feed)
+
+
+def write_onnx(model: nn.Module, x: torch.Tensor, path: Path) -> Path:
+    """`model` as an ONNX file at opset ONNX_OPSET, traced on `x` (its shape, batch included, is fixed in the
+    graph) with the TorchScript exporter (see onnxruntime_run); needs the onnx package."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the exporter's deprecation and tracer notices
+        torch.onnx.export(model, (x,), str(path), opset_version=ONNX_OPSET, dynamo=False)
+    return path
 
 
 def cuda_graph_run(model: nn.Module, x: torch.Tensor) -> Callable[[], object]:
