@@ -52,11 +52,13 @@ def study_cost(config: StudyConfig, build_table: bool = True, progress: Callable
                ) -> tuple[CostFn, str, LatencyTable | None]:
     """(the study's cost of a full-size network, what it is in words, the latency table it predicts from).
     Latency with `search.predictor: table` is predicted from the device's table (built when missing, unless
-    `build_table` is off), or timed when the table cannot serve; FLOPs and activations are counted."""
+    `build_table` is off), or timed when the table cannot serve; a table timed on another device by the probe
+    is named in the words, and never replaced by timings here. FLOPs and activations are counted."""
     s = config.search
     if s.cost == "latency":
         table = search_table(config, progress, build=build_table) if s.predictor == "table" else None
-        words = "latency predicted by the table" if table else f"latency measured on {s.latency.device}"
+        words = (f"{table.device_words()} predicted by the device's table" if table and table.probed
+                 else "latency predicted by the table" if table else f"latency measured on {s.latency.device}")
         return latency_cost(s.latency, 3, 1000, table), words, table
     if s.cost == "activations":
         return activations_cost(3, 1000), "activations", None

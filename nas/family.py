@@ -16,17 +16,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
-import torch
 
-from nas.builder import build_model
-from nas.config import LatencySettings, StudyConfig
+from nas.config import StudyConfig
 from nas.cost import CostFn, closest_resolution, flops_cost, study_cost
 from nas.errors import NasError
 from nas.flops import activations_at, flops_at, params_of
-from nas.latency import measure_networks, table_path
+from nas.latency import LatencyTable, measure_networks, table_path
+from nas.latency.table import UntimedOnDevice
 from nas.scaling import compound, paper_member, scale
 from nas.spec import MAX_RESOLUTION, NetworkSpec, load_spec, save_spec
-from nas.validation import InvalidField
+from nas.validation import InvalidField, file_in
 
 Member = tuple[float, NetworkSpec]       # (phi, the rounded network)
 
@@ -50,8 +49,9 @@ WIDTH_NUDGES = (1.0, 0.99, 1.01, 0.98, 1.02, 0.97, 1.03, 0.96, 1.04, 0.95, 1.05)
 
 
 def exact_cost_family(base: NetworkSpec, alpha: float, beta: float, gamma: float, phis: Sequence[float],
-                      target: float = 2.0, tolerance: float = 0.1,
-                      cost: CostFn | None = None) -> tuple[list[Member], list[int]]:
+                      target: float = 2.0, tolerance: float = 0.1, cost: CostFn | None = None,
+                      nudges: Sequence[float] = WIDTH_NUDGES,
+                      top: Callable[[NetworkSpec], int] | None = None) -> tuple[list[Member], list[int]]:
     """(members, their nominal resolutions): members whose measured cost is target^phi times the base's.
 
     Depth and width are the compound rule's (alpha^phi, beta^phi, rounded as always); the resolution is
@@ -61,8 +61,9 @@ def exact_cost_family(base: NetworkSpec, alpha: float, beta: float, gamma: float
     nominal alpha * beta^2 * gamma^2 below the target compounds: the quickstart winner's nominal family
     measures 59x at phi 7 where 128x is asked. Cost is a staircase in resolution (at total stride 32 one pixel
     can add a row and a column to the last feature maps), so when no resolution lands within `tolerance` the
-    width multiplier is nudged by up to 5 % (WIDTH_NUDGES) to move channel rounding onto another step; the
-    nearest member found is kept either way (docs/scaling.md)."""
+    width multiplier is nudged by up to 5 % (`nudges`, WIDTH_NUDGES by default) to move channel rounding onto
+    another step; the nearest member found is kept either way (docs/scaling.md). `top` bounds each member's
+    resolution (default MAX_RESOLUTION): a table of another device predicts up to its ladder's top only."""
     cost = cost or flops_cost(3, 1000)
     base_cost = cost(base, base.resolution)
     members, nominal = [], []
@@ -72,11 +73,12 @@ def exact_cost_family(base: NetworkSpec, alpha: float, beta: float, gamma: float
         if phi > 0:
             wanted = base_cost * target ** phi
             candidates = []
-            for nudge in WIDTH_NUDGES:
+            for nudge in nudges:
                 spec = member if nudge == 1.0 else scale(base, member.width_mult * nudge, member.depth_mult,
                                                          member.resolution, member.dropout, member.name)
                 cost_at = functools.cache(functools.partial(cost, spec))     # a timed cost is timed once
-                r = closest_resolution(cost_at, wanted, spec.resolution, base.resolution, MAX_RESOLUTION)
+                high = top(spec) if top else MAX_RESOLUTION
+                r = closest_resolution(cost_at, wanted, min(spec.resolution, high), base.resolution, high)
                 error = abs(cost_at(r) / wanted - 1)
                 candidates.append((error, spec.replace(resolution=r)))
                 if error <= tolerance:
@@ -162,10 +164,12 @@ COST_COLUMNS = {"flops": ("gflops", "measured FLOPs stray"), "activations": ("ac
 """A study's cost: the family table's column that measures it, and what strays in words."""
 
 
-def worst_deviation(table: pd.DataFrame, target: float = 2.0, cost: str = "flops") -> str:
+def worst_deviation(table: pd.DataFrame, target: float = 2.0, cost: str = "flops", words: str | None = None) -> str:
     """One sentence: how far the family's measured cost (FLOPs, activations or timed latency: the column of
-    COST_COLUMNS) strays from target^phi, at its worst member."""
-    column, words = COST_COLUMNS[cost]
+    COST_COLUMNS) strays from target^phi, at its worst member; `words` names the cost otherwise (a latency
+    predicted for another device)."""
+    column, measured = COST_COLUMNS[cost]
+    words = f"{words} strays" if words else measured
     members = table[table["phi"] > 0]
     if members.empty:
         return "the family has no member beyond phi = 0 to compare with the target"
@@ -178,13 +182,29 @@ def worst_deviation(table: pd.DataFrame, target: float = 2.0, cost: str = "flops
             f"(phi = {members.loc[i, 'phi']:g}: {ratio[i]:.3g}x where {wanted[i]:.3g}x is asked)")
 
 
-def with_measured_latency(table: pd.DataFrame, members: Sequence[Member], settings: LatencySettings,
-                          progress: Callable[[str], None] | None = None) -> pd.DataFrame:
-    """`table` (family_table's) with each member's latency measured for real: a latency search may have
-    predicted its candidates from a lookup table, but the family it hands over is timed. `latency_ratio` is
-    to the member with the smallest phi, to read against target_ratio."""
-    ms = measure_networks([spec for _, spec in members], settings, progress=progress)["median_ms"]
-    return table.assign(latency_ms=ms.values, latency_ratio=(ms / ms[table["phi"].idxmin()]).round(3).values)
+def with_latency(table: pd.DataFrame, ms: Sequence[float]) -> pd.DataFrame:
+    """`table` (family_table's) with each member's latency in ms, `latency_ratio` to the member with the smallest
+    phi, to read against target_ratio."""
+    at = pd.Series(list(ms), index=table.index, dtype=float)
+    return table.assign(latency_ms=at.round(3).values, latency_ratio=(at / at[table["phi"].idxmin()]).round(3).values)
+
+
+def _device_members(table: LatencyTable, members: Sequence[Member]) -> list[float]:
+    """Each member's latency on the probe's device, as its table predicts it (nothing here can time for it)."""
+    return [table.predict(spec, spec.resolution) for _, spec in members]
+
+
+def _untimed_on_device(config: StudyConfig, phis: Sequence[float], e: UntimedOnDevice) -> NasError:
+    """The one line a family on a probed table says when the table lacks a member's pieces even at the base's
+    resolution (its probe was exported without the family, or for other phis): what to export, time and import."""
+    s, hi = config.search, max(phis)
+    ranged = f"0-{hi:g}" if list(phis) == list(range(int(hi) + 1)) else ",".join(f"{p:g}" for p in phis)
+    return NasError(f"the latency table {s.latency_table} (timed on the device by the probe) lacks {len(e.parts)} "
+                    f"pieces of the family's {e.spec.name} (width {e.spec.width_mult:.4g}) at {e.resolution} px "
+                    f"(first: {e.parts[0]}): export the study's table with its family (nas latency probe "
+                    f"export --study {config.name} --phi {ranged} --out DIR), time it on the device (python3 "
+                    f"DIR/probe_device.py DIR) and import it (nas latency probe import DIR/results.json --out "
+                    f"{s.latency_table})")
 
 
 @dataclass(frozen=True)
@@ -203,7 +223,10 @@ def study_family(config: StudyConfig, coefficients: tuple[float, float, float], 
                  build_table: bool = True) -> StudyFamily:
     """The family of a study's coefficients on its base, each member's resolution solved so that its cost is
     target^phi times the base's, on the study's own cost: a latency study's family doubles its latency, not
-    its FLOPs, and is then timed for real, whatever predicted it, and judged on those timings.
+    its FLOPs, and is then timed for real, whatever predicted it, and judged on those timings. A table timed on
+    another device by the probe is that device's latency: the family is solved on its predictions (at the
+    compound rule's widths, the only ones its probe held) and its latency column is those predictions, never a
+    timing on this machine; a member whose pieces the table lacks is a one-line error saying what to export.
 
     `timed` off solves a latency study's family on FLOPs instead and times nothing (the report: eight members
     up to B7 size would each take seconds to time); `build_table` off measures instead of building a missing
@@ -214,9 +237,9 @@ def study_family(config: StudyConfig, coefficients: tuple[float, float, float], 
     on = s.cost if timed else ("flops" if s.cost == "latency" else s.cost)
     cost, words, table = study_cost(config, build_table, progress) if on != "flops" else (flops_cost(3, 1000),
                                                                                           "FLOPs", None)
-    known = len(table.entries) if table else 0
+    known, probed = (len(table.entries), table.probed) if table else (0, False)
     if progress:
-        then = f", then its latency timed on {s.latency.device}" if on == "latency" else ""
+        then = f", then its latency timed on {s.latency.device}" if on == "latency" and not probed else ""
         progress(f"materializing the family: phi {', '.join(f'{p:g}' for p in phis)}, each member's resolution "
                  f"solved on its {words}{then}")
     if progress and on == "latency":        # each timing of a large member takes seconds: say each one
@@ -226,34 +249,38 @@ def study_family(config: StudyConfig, coefficients: tuple[float, float, float], 
             value = solving_cost(spec, resolution)
             progress(f"  {spec.name} at {resolution} px: {value:.1f} ms")
             return value
-    members, nominal = exact_cost_family(base, *coefficients, phis, s.target, cost=cost)
+    reach = (lambda spec: table.reach(spec, base.resolution, MAX_RESOLUTION)) if table and probed else None
+    try:       # the probe's device timed the compound rule's widths only (no nudged ones), up to its ladder's top
+        members, nominal = exact_cost_family(base, *coefficients, phis, s.target, cost=cost,
+                                             nudges=(1.0,) if probed else WIDTH_NUDGES, top=reach)
+    except UntimedOnDevice as e:
+        raise _untimed_on_device(config, phis, e) from None
     if table and len(table.entries) > known and not s.latency_table:    # a table the study names is the user's
         table.save(table_path(config))
         if progress:
             progress(f"kept the {len(table.entries) - known} pieces timed for the family in {table_path(config)}")
     family = family_table(members, reference=base, target=s.target, nominal_resolutions=nominal)
-    if on == "latency":
-        family = with_measured_latency(family, members, s.latency, progress)
-    return StudyFamily(members, nominal, family, words, worst_deviation(family, s.target, on))
+    if table and probed:
+        family = with_latency(family, _device_members(table, members))
+    elif on == "latency":
+        family = with_latency(family, measure_networks([spec for _, spec in members], s.latency,
+                                                       progress=progress)["median_ms"])
+    drift = worst_deviation(family, s.target, on, words if probed else None)
+    if reach:
+        capped = [f"phi {phi:g} at {spec.resolution} px" for phi, spec in members
+                  if phi > 0 and spec.resolution == reach(spec)]
+        if capped:
+            drift += (f"; {', '.join(capped)} stop at the top of the device table's ladder (this device's latency "
+                      f"grows slower with resolution than the ladder assumed, docs/latency.md)")
+    return StudyFamily(members, nominal, family, words, drift)
 
 
-def write_family(members: Sequence[Member], out_dir: Path, save_models: bool = False,
-                 num_classes: int = 1000, in_channels: int = 3) -> list[Path]:
-    """One spec YAML per member (and, with `save_models`, the state dict of a freshly built model)."""
+def write_family(members: Sequence[Member], out_dir: Path) -> list[Path]:
+    """One spec YAML per member, `out_dir/<name>.yaml`, which `--space FILE` of `nas train` and `nas latency`
+    read back. A name that is no plain file name is refused before anything is written."""
+    paths = [file_in(out_dir, spec.name, ".yaml") for _, spec in members]
     try:
-        return _write_members(members, out_dir, save_models, num_classes, in_channels)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        return [save_spec(spec, path) for (_, spec), path in zip(members, paths)]
     except OSError as e:
         raise InvalidField("out", str(out_dir), f"a writable folder ({e.strerror})") from None
-
-
-def _write_members(members: Sequence[Member], out_dir: Path, save_models: bool, num_classes: int,
-                   in_channels: int) -> list[Path]:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    written = []
-    for _, spec in members:
-        written.append(save_spec(spec, out_dir / f"{spec.name}.yaml"))
-        if save_models:
-            path = out_dir / f"{spec.name}.pt"
-            torch.save(build_model(spec, num_classes, in_channels).state_dict(), path)
-            written.append(path)
-    return written

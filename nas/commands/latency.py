@@ -1,4 +1,5 @@
-"""`nas latency` and `nas latency table build|eval`: measured latency and lookup tables."""
+"""`nas latency`, `nas latency table build|eval` and `nas latency probe export|import`: measured latency, lookup
+tables, and tables timed on another device by the probe."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, get_args
 
-from nas.commands import SPACE_HELP, Parser, add_coefficients, progress_of
+from nas.commands import SPACE_HELP, Parser, add_coefficients, command, progress_of
 from nas.config import LatencySettings, Precision, Runtime
 from nas.console import FORMATS, print_table
 from nas.errors import NasError
@@ -107,20 +108,13 @@ def build_and_evaluate(space: str | None, resolution: int | None, samples: int, 
                        progress: Callable[[str], None] | None = None) -> TableAccuracy:
     """Build a table from `samples` seeded networks of `space` (seed), calibrate it on `calibration` others
     (seed + 1), evaluate it on `held_out` more (seed + 2), and save it to `out`."""
-    from nas.latency.evaluate import build_calibrated_table, check_sample_size, sample_networks
+    from nas.latency.evaluate import build_calibrated_table, sampled_table_networks
     from nas.spec import load_spec
 
-    for n, field, what in ((samples, "samples", "building a latency table"),
-                           (calibration, "calibration", "calibrating a latency table"),
-                           (held_out, "held_out", "evaluating a latency table")):
-        check_sample_size(n, field, what)
     space = space or "efficientnet_b0"
-    base = load_spec(space)
-    resolution = resolution or base.resolution
-    table, accuracy = build_calibrated_table(
-        sample_networks(base, samples, seed, resolution), sample_networks(base, calibration, seed + 1, resolution),
-        sample_networks(base, held_out, seed + 2, resolution), settings,
-        {"space": space, "resolution": resolution, "samples": samples, "seed": seed}, resolution, progress)
+    networks = sampled_table_networks(load_spec(space), space, samples, seed, calibration, held_out, resolution)
+    table, accuracy = build_calibrated_table(networks.build, networks.calibration, networks.held_out, settings,
+                                             networks.built_from, networks.resolution, progress)
     table.save(out)
     if progress:
         progress(f"wrote {len(table.entries)} pieces to {out}")
@@ -166,6 +160,77 @@ def cmd_latency_table_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_latency_probe_export(args: argparse.Namespace) -> int:
+    from nas.latency import probe
+
+    out, progress = Path(args.out), progress_of(args)
+    given = [name for name, on in (("--study", args.study), ("--networks", args.networks),
+                                   ("--preset/--alpha/--beta/--gamma/--phi", args.preset or any(
+                                       c is not None for c in (args.alpha, args.beta, args.gamma))
+                                    or (args.phi is not None and not args.study))) if on]
+    if len(given) > 1:
+        raise NasError(f"{' and '.join(given)} exclude each other: give a study's table, a family or a list of "
+                       f"networks")
+    settings = LatencySettings(**{k: v for k, v in (("batch_size", args.batch_size), ("warmup", args.warmup),
+                                                     ("repeats", args.repeats)) if v is not None})
+    if given and given[0] != "--study":
+        from nas.commands.networks import networks_from_flags
+        from nas.spec import load_spec
+
+        specs = ([load_spec(f) for f in args.networks] if args.networks else
+                 [spec for _, spec in networks_from_flags(args.space, args.resolution, preset=args.preset,
+                                                           alpha=args.alpha, beta=args.beta, gamma=args.gamma,
+                                                           phi=args.phi)])
+        manifest = probe.export_networks_probe(specs, out, settings.batch_size, settings.warmup, settings.repeats,
+                                               progress=progress)
+    else:
+        networks, settings = _probed_table(args, settings)
+        manifest = probe.export_table_probe(networks, out, settings.batch_size, settings.warmup, settings.repeats,
+                                            progress)
+    files = len(json.loads(manifest.read_text())["files"])
+    print(f"wrote {files} ONNX files, {manifest} and {out / probe.PROBE_SCRIPT}: copy the folder to the device and "
+          f"run python3 {probe.PROBE_SCRIPT} . there (needs only onnxruntime and numpy; docs/latency.md)",
+          file=sys.stderr)
+    return 0
+
+
+def _probed_table(args: argparse.Namespace, settings: LatencySettings) -> tuple[Any, LatencySettings]:
+    """The networks of the table a probe is exported for, and its settings: a study's search table (with --phi,
+    also the pieces of its family at those phis), timed at the batch size its search measures at, or a table
+    sampled as nas latency table build samples it."""
+    if args.study:
+        from nas.commands.networks import parse_phis
+        from nas.latency.study_table import search_table_networks
+        from nas.search.storage import find_study_config
+
+        config = find_study_config(args.study, args.storage)
+        batch = config.search.latency.batch_size
+        if args.batch_size is not None and args.batch_size != batch:
+            raise NasError(f"--batch-size {args.batch_size}: study {args.study} measures latency at batch size "
+                           f"{batch}: drop --batch-size, or change the study's search.latency.batch_size")
+        family = parse_phis(args.phi) if args.phi is not None else []
+        return search_table_networks(config, family), dataclasses.replace(settings, batch_size=batch)
+    from nas.latency.evaluate import sampled_table_networks
+    from nas.spec import load_spec
+
+    space = args.space or "efficientnet_b0"
+    held_out = args.samples if args.held_out is None else args.held_out
+    return sampled_table_networks(load_spec(space), space, args.samples, args.seed, args.calibration, held_out,
+                                  args.resolution), settings
+
+
+def cmd_latency_probe_import(args: argparse.Namespace) -> int:
+    from nas.latency.probe import ProbeResults, probed_table
+
+    results = ProbeResults.load(args.results)
+    out = Path(args.out) if args.out else Path(args.results).with_name("latency_table.json")
+    table, accuracy = probed_table(results, progress_of(args))
+    table.save(out)
+    print(table.describe(out), file=sys.stderr, flush=True)
+    _print_accuracy(accuracy, args.format)
+    return 0
+
+
 def _latency_command(sub: Any, name: str, func: Any, help: str, description: str,
                      inherited: bool) -> argparse.ArgumentParser:
     p = sub.add_parser(name, help=help, description=description)
@@ -184,8 +249,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--preset", choices=("paper",), help="the paper's B0..B7 (with --phi)")
     add_coefficients(p, "compound family")
     p.add_argument("--phi", help="family members: a range 0-3, a list 0,0.5,1 or one value (default 0-3)")
-    table = p.add_subparsers(dest="latency_table", parser_class=Parser).add_parser(
-        "table", help="per-block latency lookup tables: build, eval")
+    groups = p.add_subparsers(dest="latency_table", parser_class=Parser)
+    table = groups.add_parser("table", help="per-block latency lookup tables: build, eval")
     actions = table.add_subparsers(dest="table_action", required=True, parser_class=Parser)
     for name, func, help, description, seed, seed_help, file, file_help in (
             ("build", cmd_latency_table_build, "time every block of a seeded sample of networks once; write the "
@@ -209,3 +274,44 @@ def add_parser(sub: Any) -> None:
             q.add_argument("--calibration", type=int, default=12,
                            help="networks timed whole to calibrate the table on (default 12)")
             q.add_argument("--held-out", type=int, help="networks to evaluate on (default: --samples)")
+    _add_probe_parsers(groups)
+
+
+def _add_probe_parsers(groups: Any) -> None:
+    probe = groups.add_parser("probe", help="tables for another device: export ONNX files and a probe, import its "
+                              "timings")
+    actions = probe.add_subparsers(dest="probe_action", required=True, parser_class=Parser)
+    q = command(actions, "export", cmd_latency_probe_export, "write ONNX files, a manifest and the device probe",
+                "Write, for a latency table (a study's search table with --study, and its family's pieces with "
+                "--phi; else a sampled table as nas latency table build draws it), or for a family or a list of networks, one ONNX file each (opset "
+                "17, fixed batch), a manifest and probe_device.py, which times them on a device with only "
+                "onnxruntime and numpy. Read its results back with nas latency probe import (a table) or nas "
+                "materialize --latency-from (a family). docs/latency.md.", table=False, quiet=True)
+    q.add_argument("--out", required=True, help="a new or empty folder for the ONNX files, manifest and probe")
+    q.add_argument("--study", help="the table a coefficient study searches with (its search ranges and batch size)")
+    q.add_argument("--storage", help="storage URL of --study (default: runs/<study>/study.db)")
+    q.add_argument("--space", help=f"{SPACE_HELP} (default efficientnet_b0)")
+    q.add_argument("--resolution", type=int, help="resolution of the sampled table's networks, or of a family's "
+                   "base (default: the space's)")
+    q.add_argument("--samples", type=int, default=8, help="sampled table: networks to build it from (default 8)")
+    q.add_argument("--seed", type=int, default=0, help="sampled table: seed of the build sample (default 0)")
+    q.add_argument("--calibration", type=int, default=12, help="sampled table: networks timed whole to calibrate "
+                   "on (default 12)")
+    q.add_argument("--held-out", type=int, help="sampled table: networks to judge it on (default: --samples)")
+    q.add_argument("--preset", choices=("paper",), help="a family: the paper's B0..B7 (with --phi)")
+    add_coefficients(q, "a compound family")
+    q.add_argument("--phi", help="family members: a range 0-3, a list 0,0.5,1 or one value (default 0-3); with "
+                   "--study, the family the study's run will build (nas scale run --phi): its pieces join the table")
+    q.add_argument("--networks", nargs="+", metavar="SPEC", help="a list of networks: spec YAML files (nas "
+                   "materialize --out writes them) or packaged space names")
+    d = LatencySettings()
+    q.add_argument("--batch-size", type=int, help=f"images per run, fixed in the files (default {d.batch_size}; "
+                   f"a study's own)")
+    q.add_argument("--warmup", type=int, help=f"the probe's untimed runs of each file (default {d.warmup})")
+    q.add_argument("--repeats", type=int, help=f"the probe's timed rounds, >= 3 (default {d.repeats})")
+    q = command(actions, "import", cmd_latency_probe_import, "build the calibrated table from the probe's timings",
+                "Build the lookup table a probe's manifest defines from the device's timings: calibrated on its "
+                "calibration networks and judged on its held-out ones, as a table timed here, naming the device "
+                "and provider. A study uses it with search.latency_table.", quiet=True)
+    q.add_argument("results", help="the JSON the probe wrote on the device")
+    q.add_argument("--out", help="the table's JSON file (default: latency_table.json beside the results)")

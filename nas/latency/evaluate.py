@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,8 +17,9 @@ import pandas as pd
 import torch
 
 from nas.config import LatencySettings
-from nas.latency.measure import Progress, measure_networks, measure_pieces_and_networks, measurement_conditions
-from nas.latency.pieces import pieces
+from nas.flops import flops_at
+from nas.latency.measure import Latency, Progress, measure_pieces_and_networks, measurement_conditions
+from nas.latency.pieces import Piece, pieces
 from nas.latency.table import LatencyTable, fit_calibration
 from nas.records import HeldOutError
 from nas.scaling import scale
@@ -95,21 +96,30 @@ def evaluate_table(table: LatencyTable, samples: Sequence[NetworkSpec], settings
     Pieces the table lacks are timed in the same measurement as the networks and added to `table`
     (`new_pieces` counts them per network), so every prediction is a pure lookup; `settings` (default: the
     table's) must match its conditions.
-    Spearman's rho is the Pearson correlation of the ranks: what a search that only orders candidates needs.
     """
     settings = settings or table.settings
     table.check(settings)
     check_sample_size(len(samples), "samples", "evaluating a latency table")
-    new, _ = table.grow(samples, settings, resolution, in_channels, num_classes, whole=True, progress=progress)
-    rows = measure_networks(samples, settings, resolution, in_channels, num_classes, progress)
+    new, measured = table.grow(samples, settings, resolution, in_channels, num_classes, whole=True, progress=progress)
+    return table_accuracy(table, samples, measured, [len(n) for n in new], resolution, in_channels, num_classes)
+
+
+def table_accuracy(table: LatencyTable, samples: Sequence[NetworkSpec], measured: Sequence[Latency],
+                   new_pieces: Sequence[int], resolution: int | None = None, in_channels: int = 3,
+                   num_classes: int = 1000) -> TableAccuracy:
+    """The table's predictions for `samples` against their `measured` latencies (timed here, or on a device by
+    the probe), with how many pieces were new to the table per network. Spearman's rho is the Pearson
+    correlation of the ranks: what a search that only orders candidates needs."""
+    rows = pd.DataFrame([{"name": s.name, "resolution": resolution or s.resolution,
+                          "gflops": round(flops_at(s, resolution or s.resolution, in_channels, num_classes) / 1e9, 4),
+                          "median_ms": round(m.median_ms, 3), "p10_ms": round(m.p10_ms, 3),
+                          "p90_ms": round(m.p90_ms, 3)} for s, m in zip(samples, measured, strict=True)])
     rows["sum_ms"] = [round(table.sum_ms(s, resolution, in_channels, num_classes), 3) for s in samples]
     rows["predicted_ms"] = [round(table.predict(s, resolution, in_channels, num_classes), 3) for s in samples]
     error = 100 * (rows["predicted_ms"] - rows["median_ms"]) / rows["median_ms"]
     raw = 100 * (rows["sum_ms"] - rows["median_ms"]) / rows["median_ms"]
     rows["error_pct"] = error.round(1)
-    rows["new_pieces"] = [len(n) for n in new]
-    rows = rows[["name", "resolution", "gflops", "median_ms", "p10_ms", "p90_ms", "sum_ms", "predicted_ms",
-                 "error_pct", "new_pieces"]]
+    rows["new_pieces"] = list(new_pieces)
     return TableAccuracy(rows=rows, mean_abs_error_pct=float(error.abs().mean()),
                          max_abs_error_pct=float(error.abs().max()),
                          p90_abs_error_pct=float(error.abs().quantile(0.9)),
@@ -119,20 +129,68 @@ def evaluate_table(table: LatencyTable, samples: Sequence[NetworkSpec], settings
 
 
 def calibrate(table: LatencyTable, calibration: Sequence[NetworkSpec], resolution: int | None = None,
-              in_channels: int = 3, num_classes: int = 1000, progress: Progress | None = None) -> None:
-    """Fit `table.calibration` on the `calibration` networks, timed whole. Their pieces the table lacks are
-    timed with them, in one measurement, and kept: calibrating is part of building."""
+              in_channels: int = 3, num_classes: int = 1000, progress: Progress | None = None,
+              measured: Sequence[Latency] | None = None) -> None:
+    """Fit `table.calibration` on the `calibration` networks, timed whole (or their `measured` latencies, when
+    timed already). Their pieces the table lacks are timed with them, in one measurement, and kept:
+    calibrating is part of building."""
     check_sample_size(len(calibration), "calibration", "calibrating a latency table")
-    _, measured = table.grow(calibration, table.settings, resolution, in_channels, num_classes, whole=True,
-                             progress=progress)
+    if measured is None:
+        _, measured = table.grow(calibration, table.settings, resolution, in_channels, num_classes, whole=True,
+                                 progress=progress)
     sums = [table.sum_ms(s, resolution, in_channels, num_classes) for s in calibration]
     counts = [len(pieces(s, resolution, in_channels, num_classes)) for s in calibration]
     table.calibration = fit_calibration(sums, counts, [m.median_ms for m in measured])
 
 
+Timings = Callable[[Sequence[Piece], Sequence[NetworkSpec]], tuple[list[Latency], list[Latency]]]
+"""Times table pieces and whole networks in one interleaved measurement, returning (the pieces' latencies, the
+networks'): on this machine (measure_pieces_and_networks), or read back from the device probe's timings
+(nas.latency.probe)."""
+
+
+@dataclass(frozen=True)
+class TableNetworks:
+    """What a calibrated table is made of: every piece of `build` (and of `calibration`), calibrated on
+    `calibration` networks timed whole, judged on `held_out` ones; `built_from` says how they were drawn."""
+
+    build: tuple[NetworkSpec, ...]
+    calibration: tuple[NetworkSpec, ...]
+    held_out: tuple[NetworkSpec, ...]
+    built_from: dict[str, Any]
+    resolution: int | None = None     # every network at this side; None: each at its own
+
+    def to_time(self) -> tuple[list[Piece], int, list[NetworkSpec]]:
+        """What building the table times, in one measurement: the distinct pieces (the first `own` of them the
+        table's, the rest only the held-out networks have: they judge it on a copy) and the calibration and
+        held-out networks, whole. Pieces a timed neighbour interpolates are not timed (LatencyTable.unknown)."""
+        check_sample_size(len(self.calibration), "calibration", "calibrating a latency table")   # before any timing
+        check_sample_size(len(self.held_out), "held_out", "evaluating a latency table")
+        empty = LatencyTable(settings=LatencySettings(), conditions={}, torch_version="")
+        per_network = empty.unknown([*self.build, *self.calibration, *self.held_out], self.resolution)
+        own = sum(len(ps) for ps in per_network[:len(self.build) + len(self.calibration)])
+        return [p for ps in per_network for p in ps], own, [*self.calibration, *self.held_out]
+
+
+def sampled_table_networks(base: NetworkSpec, space: str, samples: int, seed: int, calibration: int, held_out: int,
+                           resolution: int | None = None) -> TableNetworks:
+    """`nas latency table build`'s networks: `samples` seeded members of the base's space to build from (seed),
+    `calibration` others (seed + 1) and `held_out` more (seed + 2)."""
+    for n, field, what in ((samples, "samples", "building a latency table"),
+                           (calibration, "calibration", "calibrating a latency table"),
+                           (held_out, "held_out", "evaluating a latency table")):
+        check_sample_size(n, field, what)
+    resolution = resolution or base.resolution
+    return TableNetworks(tuple(sample_networks(base, samples, seed, resolution)),
+                         tuple(sample_networks(base, calibration, seed + 1, resolution)),
+                         tuple(sample_networks(base, held_out, seed + 2, resolution)),
+                         {"space": space, "resolution": resolution, "samples": samples, "seed": seed}, resolution)
+
+
 def build_calibrated_table(build: Sequence[NetworkSpec], calibration: Sequence[NetworkSpec],
                            held_out: Sequence[NetworkSpec], settings: LatencySettings, built_from: dict[str, Any],
-                           resolution: int | None = None, progress: Progress | None = None,
+                           resolution: int | None = None, progress: Progress | None = None, *,
+                           timings: Timings | None = None, conditions: dict[str, Any] | None = None,
                            ) -> tuple[LatencyTable, TableAccuracy]:
     """Time every piece of `build` and `calibration`, calibrate on `calibration` networks timed whole, and judge
     the result on `held_out` networks, none of them used before. Pieces only the held-out networks have are
@@ -142,22 +200,22 @@ def build_calibrated_table(build: Sequence[NetworkSpec], calibration: Sequence[N
     Every piece and every whole network is timed in one interleaved measurement: this machine's speed drifts
     by 10 % and more between measurements a minute apart (docs/latency.md), so pieces timed before the
     networks, or one network's pieces before another's, would judge the table on that drift as much as on
-    how well pieces add up to a network."""
-    check_sample_size(len(calibration), "calibration", "calibrating a latency table")      # before any timing
-    check_sample_size(len(held_out), "held_out", "evaluating a latency table")
-    table = LatencyTable(settings=settings, conditions=measurement_conditions(settings),
+    how well pieces add up to a network. `timings` (default: on this machine, under `settings`) and
+    `conditions` (default: this machine's) let a device's probe stand in for that measurement."""
+    networks = TableNetworks(tuple(build), tuple(calibration), tuple(held_out), dict(built_from), resolution)
+    parts, own, whole = networks.to_time()
+    table = LatencyTable(settings=settings,
+                         conditions=measurement_conditions(settings) if conditions is None else dict(conditions),
                          torch_version=torch.__version__, built_from=dict(built_from))
-    per_network = table.unknown([*build, *calibration, *held_out], resolution)
-    parts = [p for ps in per_network for p in ps]
-    own = sum(len(ps) for ps in per_network[:len(build) + len(calibration)])     # the rest: the held-out's
-    timed, _ = measure_pieces_and_networks(parts, [*calibration, *held_out], settings, resolution, progress=progress)
+    timed, measured = (timings or (lambda ps, specs: measure_pieces_and_networks(
+        ps, specs, settings, resolution, progress=progress)))(parts, whole)
     table.add(parts[:own], timed[:own])
-    calibrate(table, calibration, resolution, progress=progress)      # nothing left to time: a fit on those figures
+    calibrate(table, calibration, resolution, measured=measured[:len(calibration)])
     if progress:
         progress(f"table: {len(table.entries)} pieces, calibrated on {len(calibration)} networks; evaluating on "
                  f"{len(held_out)} held-out networks")
     judge = dataclasses.replace(table, entries=dict(table.entries))
     judge.add(parts[own:], timed[own:])
-    accuracy = evaluate_table(judge, held_out, resolution=resolution, progress=progress)
+    accuracy = table_accuracy(judge, held_out, measured[len(calibration):], [0] * len(held_out), resolution)
     table.held_out = accuracy.held_out_error()
     return table, accuracy

@@ -70,6 +70,19 @@ _UNTIMED = Latency(median_ms=math.nan, p10_ms=math.nan, p90_ms=math.nan, batch_s
 MAX_INTERPOLATION_RATIO = 2
 """A piece's latency is interpolated only between timed sides at most this far apart."""
 
+PROBED = "probe"
+"""`conditions["device"]` of a table timed on another device by the probe (nas.latency.probe): its other
+conditions describe that device, and nothing on this machine can time a piece for it."""
+
+
+class UntimedOnDevice(NasError):
+    """A table timed on another device by the probe lacks pieces of `spec` at `resolution`, which nothing on this
+    machine can time for it: the caller that knows where the network came from can say what to export."""
+
+    def __init__(self, message: str, spec: NetworkSpec, resolution: int, parts: Sequence[Piece]):
+        super().__init__(message)
+        self.spec, self.resolution, self.parts = spec, resolution, list(parts)
+
 
 @dataclass
 class LatencyTable:
@@ -86,8 +99,21 @@ class LatencyTable:
     _sides: dict[Piece, list[tuple[int, float]]] | None = dataclasses.field(default=None, init=False, repr=False,
                                                                             compare=False)
 
+    @property
+    def probed(self) -> bool:
+        """Timed on another device by the probe, not on this machine."""
+        return self.conditions.get("device") == PROBED
+
     def check(self, settings: LatencySettings) -> None:
-        """Refuse to compare against figures taken on other hardware or under other conditions."""
+        """Refuse to compare against figures taken on other hardware or under other conditions. A probed table's
+        device is not this machine, so only what the search asks of it (the batch size) is compared."""
+        if self.probed:
+            if settings.batch_size != self.settings.batch_size:
+                raise NasError(f"the latency table was timed on {self.conditions.get('hardware')} at batch size "
+                               f"{self.settings.batch_size}, but this measurement has batch size "
+                               f"{settings.batch_size}: export a probe at batch size {settings.batch_size} (nas "
+                               f"latency probe export --batch-size {settings.batch_size}) and import its timings")
+            return
         ours = measurement_conditions(settings)
         for key, value in self.conditions.items():
             if ours.get(key) != value:
@@ -125,6 +151,15 @@ class LatencyTable:
                 table.add(new[-1], [_UNTIMED] * len(new[-1]))     # only their presence matters here
         return new
 
+    def reach(self, spec: NetworkSpec, low: int, high: int) -> int:
+        """The highest resolution in [low, high] up to which the table predicts `spec` without timing anything (low
+        when it cannot predict it even there): a table on a ladder of resolutions from `low` predicts every
+        resolution up to its top rung, so the answer is found by bisection."""
+        while low < high:
+            mid = (low + high + 1) // 2
+            low, high = (mid, high) if not self.unknown([spec], mid)[0] else (low, mid - 1)
+        return low
+
     def add(self, parts: Sequence[Piece], timed: Sequence[Latency]) -> None:
         """Store pieces timed under this table's conditions (measure_pieces_and_networks)."""
         self.entries.update(zip(parts, timed, strict=True))
@@ -139,6 +174,14 @@ class LatencyTable:
         with `whole`, else none)."""
         new = self.unknown(specs, resolution, in_channels, num_classes)
         parts = [p for ps in new for p in ps]
+        if self.probed and (parts or (whole and specs)):
+            first = next((spec for spec, ps in zip(specs, new) if ps), specs[0])
+            what = (f"the {len(parts)} pieces it lacks of {first.name} at {resolution or first.resolution} px (first: "
+                    f"{parts[0]})" if parts else f"the networks it is judged on ({first.name}, ...)")
+            raise UntimedOnDevice(f"the latency table was timed on {self.conditions.get('hardware')} by the probe, and "
+                                  f"this machine cannot time {what} for it: export a probe that holds such networks (nas "
+                                  f"latency probe export), time it on the device and import its timings", first,
+                                  resolution or first.resolution, parts)
         if parts:
             self.check(settings)
         timed, networks = measure_pieces_and_networks(parts, specs if whole else (), settings, resolution,
@@ -170,7 +213,13 @@ class LatencyTable:
         error = (f"error on {h.networks} held-out networks: {h.within_10_pct:.0f} % within 10 %, p90 "
                  f"{h.p90_abs_error_pct:.1f} %, Spearman rho {h.spearman:.3f}" if h
                  else "never evaluated on held-out networks")
-        return f"latency table {path}: {len(self.entries)} pieces, {calibrated}; {error}"
+        where = (f" (timed on {self.conditions.get('hardware')} by the probe, {self.conditions.get('provider')}, "
+                 f"onnxruntime {self.conditions.get('onnxruntime')})" if self.probed else "")
+        return f"latency table {path}{where}: {len(self.entries)} pieces, {calibrated}; {error}"
+
+    def device_words(self) -> str:
+        """Where a probed table's latencies come from, in words: 'latency on <device> (probe, <provider>)'."""
+        return f"latency on {self.conditions.get('hardware')} (probe, {self.conditions.get('provider')})"
 
     def to_dict(self) -> dict[str, Any]:
         return {"format": TABLE_FORMAT, "torch": self.torch_version, "conditions": self.conditions,
