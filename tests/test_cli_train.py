@@ -115,7 +115,7 @@ def test_bench_search_splits_the_first_trained_trial_and_leaves_the_study_alone(
     assert sum(r["trained"] for r in trials) == 1                       # stopped at the first trained trial
     for row in rows:
         parts = [row[k] or 0.0 for k in ("setup_s", "train_s", "eval_s", "other_s")]
-        assert sum(parts) == pytest.approx(row["wall_s"], abs=0.02)
+        assert sum(parts) == pytest.approx(row["wall_s"], abs=0.03)   # five figures, each rounded to 0.01
     assert mean["wall_s"] == trials[-1]["wall_s"] > 0 and mean["trials_per_hour"] == pytest.approx(
         3600 / mean["wall_s"], rel=0.01)
     assert 0 < mean["train_s"] < mean["wall_s"] and mean["eval_s"] > 0     # the engine's own timing reached it

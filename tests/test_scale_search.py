@@ -524,3 +524,13 @@ def test_a_study_of_older_trial_rules_resumes_saying_so_in_one_line(tiny_study):
                                        f"{TRIAL_RULES}): ")
     study.set_user_attr("trial_rules", TRIAL_RULES)
     assert rules_lines() == []                   # the same rules: nothing to say beyond the usual resume line
+
+
+def test_a_grid_where_no_candidate_can_train_is_one_line_and_exit_2(tiny_study, run_cli):
+    """At 9 px and a 3 % tolerance no candidate has an equal-cost proxy: the study's settings, not a bug (this
+    was exit 1 with the counts and a pointer on two lines)."""
+    path = tiny_study("untrainable", **{"resolution: 20": "resolution: 9", "tolerance: 0.15": "tolerance: 0.03"})
+    code, out, err = run_cli("scale", "run", path, "--quiet")
+    assert (code, out) == (2, "") and len(err.strip().splitlines()) == 1, err
+    assert "study untrainable trained no candidate (" in err and "infeasible" in err
+    assert "the first because no proxy resolution gives an equal-cost proxy" in err and "raise search.tolerance" in err

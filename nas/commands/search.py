@@ -31,10 +31,7 @@ def cmd_scale_run(args: argparse.Namespace) -> int:
     table = trials_table(study)
     found = verdict(study)
     if found is None:
-        print(f"study {cfg.name}: {state_counts(table)}", file=sys.stderr)
-        print(f"nas scale run: no trial finished with an accuracy; the reasons are in "
-              f"'nas scale show {cfg.name}'", file=sys.stderr)
-        return ExitCode.BUG
+        return _nothing_trained(cfg.name, table, state_counts(table))
     winners = table[table["rank"].notna()].sort_values("rank").head(args.top)
     job = ScaleJob(cfg)
     if cfg.search.rungs > 1:
@@ -77,6 +74,18 @@ def cmd_scale_run(args: argparse.Namespace) -> int:
                  *(confirmed.sentences()[1:] if confirmed else []), drift]
         print("\n" + ".\n".join(lines) + ".")
     return 0
+
+
+def _nothing_trained(name: str, table: Any, counts: str) -> int:
+    """No trial finished with an accuracy. Every one refused by the constraint (infeasible or pruned) is the
+    study's settings: one line and exit 2, with the first reason. A failed trial is something that broke: exit 1."""
+    reasons = [r for r in table["reason"] if r] if "reason" in table else []
+    message = f"study {name} trained no candidate ({counts})" + (f", the first because {reasons[0]}" if reasons else "")
+    if "fail" in set(table["state"]):
+        print(f"nas scale run: {message}; every reason: nas scale show {name}", file=sys.stderr)
+        return ExitCode.BUG
+    raise NasError(f"{message}: widen search.alpha/search.beta, raise search.tolerance, or change the proxy "
+                   f"(every reason: nas scale show {name})")
 
 
 def _confirm(cfg: Any, study: Any, args: argparse.Namespace) -> Any:
