@@ -94,3 +94,20 @@ def test_new_settings_keep_stored_studies_resumable():
     train = dataclasses.replace(cfg.proxy.train, validate_each_epoch=False)
     assert dataclasses.replace(cfg, proxy=dataclasses.replace(cfg.proxy, train=train)).fingerprint() == stored["quickstart"]
 
+
+
+def test_an_examples_name_finds_its_file_while_its_folder_holds_only_other_studies(tmp_path, monkeypatch):
+    """`nas scale calibrate quickstart` keeps quickstart-calibrate in runs/quickstart/study.db before the
+    quickstart itself ever ran; its resume read that file as the quickstart's storage and found no study."""
+    import optuna
+
+    from nas.search.storage import find_study_config
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs" / "quickstart").mkdir(parents=True)
+    url = f"sqlite:///{tmp_path}/runs/quickstart/study.db"
+    optuna.create_study(study_name="quickstart-calibrate", storage=url)
+    assert find_study_config("quickstart").name == "quickstart"          # the packaged example's file
+    optuna.create_study(study_name="quickstart", storage=url)           # once it ran, its stored definition
+    with pytest.raises(NasError, match="was not created by nas"):
+        find_study_config("quickstart")

@@ -216,11 +216,22 @@ def load_stored_study(name_or_path: str, storage: str | None = None) -> tuple[op
 def find_study_config(name_or_path: str, storage: str | None = None) -> StudyConfig:
     """A study's definition from its file, or the copy stored with the study (given its name); an example's
     name (quickstart) that has no stored study here is the packaged example's file."""
-    unstored = storage is None and not is_file(RUNS_DIR / str(name_or_path) / "study.db")
-    if is_study_file(name_or_path) or (unstored and is_example(name_or_path)):
+    if is_study_file(name_or_path) or (storage is None and is_example(name_or_path)
+                                       and not _stored_here(str(name_or_path))):
         config = load_study(name_or_path)
         return dataclasses.replace(config, storage=config.storage_url(storage))
     return stored_config(*load_stored_study(name_or_path, storage))
+
+
+def _stored_here(name: str) -> bool:
+    """Whether runs/<name>/study.db holds the study `name`: the file alone says too little, since a calibration
+    run of an example that never ran keeps its study (<name>-calibrate) there, and its resume must still
+    find the example's file."""
+    db = RUNS_DIR / name / "study.db"
+    if not is_file(db):
+        return False
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    return name in optuna.get_all_study_names(open_storage(f"sqlite:///{db}"))
 
 
 def stored_config(study: optuna.Study, url: str) -> StudyConfig:
