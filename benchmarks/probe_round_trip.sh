@@ -7,13 +7,13 @@
 #   benchmarks/probe_round_trip.sh [WORK_DIR]
 #
 # Sizes come from the environment (defaults: a table as `nas latency table build` draws it at B0's 224 px):
-#   SAMPLES=8 CALIBRATION=12 HELD_OUT=24 RESOLUTION=224 THREADS=1 WARMUP=5 REPEATS=20
+#   SAMPLES=8 CALIBRATION=12 HELD_OUT=24 RESOLUTION=224 THREADS=1 WARMUP=10 REPEATS=60
 #   PROBE_VENV=WORK_DIR/probe-venv   (created with python3 -m venv and pip install onnxruntime numpy if missing)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 work=${1:-$(mktemp -d /tmp/probe-round-trip.XXXXXX)}
 SAMPLES=${SAMPLES:-8} CALIBRATION=${CALIBRATION:-12} HELD_OUT=${HELD_OUT:-24} RESOLUTION=${RESOLUTION:-224}
-THREADS=${THREADS:-1} WARMUP=${WARMUP:-5} REPEATS=${REPEATS:-20}
+THREADS=${THREADS:-1} WARMUP=${WARMUP:-10} REPEATS=${REPEATS:-60}
 venv=${PROBE_VENV:-$work/probe-venv}
 mkdir -p "$work"
 if [ ! -x "$venv/bin/python" ]; then

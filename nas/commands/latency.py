@@ -171,8 +171,9 @@ def cmd_latency_probe_export(args: argparse.Namespace) -> int:
     if len(given) > 1:
         raise NasError(f"{' and '.join(given)} exclude each other: give a study's table, a family or a list of "
                        f"networks")
-    settings = LatencySettings(**{k: v for k, v in (("batch_size", args.batch_size), ("warmup", args.warmup),
-                                                     ("repeats", args.repeats)) if v is not None})
+    settings = LatencySettings(**{k: v for k, v in (
+        ("batch_size", args.batch_size), ("warmup", probe.PROBE_WARMUP if args.warmup is None else args.warmup),
+        ("repeats", probe.PROBE_REPEATS if args.repeats is None else args.repeats)) if v is not None})
     if given and given[0] != "--study":
         from nas.commands.networks import networks_from_flags
         from nas.spec import load_spec
@@ -307,8 +308,9 @@ def _add_probe_parsers(groups: Any) -> None:
     d = LatencySettings()
     q.add_argument("--batch-size", type=int, help=f"images per run, fixed in the files (default {d.batch_size}; "
                    f"a study's own)")
-    q.add_argument("--warmup", type=int, help=f"the probe's untimed runs of each file (default {d.warmup})")
-    q.add_argument("--repeats", type=int, help=f"the probe's timed rounds, >= 3 (default {d.repeats})")
+    q.add_argument("--warmup", type=int, help="the probe's untimed runs of each file (default 10)")
+    q.add_argument("--repeats", type=int, help="the probe's timed rounds, >= 3 (default 60: 20 missed the held-out "
+                                                "bar on a 2-core CPU, 60 met it)")
     q = command(actions, "import", cmd_latency_probe_import, "build the calibrated table from the probe's timings",
                 "Build the lookup table a probe's manifest defines from the device's timings: calibrated on its "
                 "calibration networks and judged on its held-out ones, as a table timed here, naming the device "

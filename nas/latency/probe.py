@@ -37,6 +37,10 @@ from nas.memory import require_batch_memory
 from nas.spec import NetworkSpec, spec_from_dict
 
 PROBE_SCRIPT = Path(probe_device.__file__).name
+PROBE_WARMUP, PROBE_REPEATS = 10, 60
+"""The probe's defaults, above a table timed here (5, 20): its rounds are cheap (169 files of a sampled B0 table,
+60 rounds, 25 s on one core of a 2-core EPYC) and 20 rounds missed the held-out bar there (83 % within 10 %, p90
+10.3 %) where 60 met it twice (100 % and 92 %; docs/latency.md, "Figures")."""
 
 
 def piece_key(piece: Piece) -> dict[str, Any]:
