@@ -146,3 +146,17 @@ def test_an_output_that_cannot_be_written_is_refused_before_any_work(tmp_path, r
     names["file"].write_text("kept")
     _one_line_error(*run_cli(*(a.format(**names) for a in args)), match.format(**names))
     assert names["file"].read_text() == "kept" and sorted(p.name for p in tmp_path.iterdir()) == ["taken.txt"]
+
+
+def test_an_image_folder_is_judged_before_its_images_are_decoded(tmp_path, monkeypatch):
+    from PIL import Image
+
+    for cls in ("a", "b"):
+        (tmp_path / cls).mkdir()
+        for i in range(3):
+            Image.new("RGB", (64, 64), (i * 40, 0, 0)).save(tmp_path / cls / f"{i}.png")
+    monkeypatch.setattr(nas.memory, "available_bytes", lambda: 10_000)
+    monkeypatch.setattr(Image.Image, "resize", lambda *a, **k: pytest.fail("an image was decoded"))
+    with pytest.raises(NasError, match=r"6 images of 64 px in .* needs about 369 kB of memory, more than the "
+                                       r"10 kB this machine has free: give a smaller image_size"):
+        load_dataset(str(tmp_path))

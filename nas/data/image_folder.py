@@ -10,6 +10,7 @@ from PIL import Image
 
 from nas.data.raw import ACCEPTED, RawImages, reason, uint8_images
 from nas.errors import NasError
+from nas.memory import FLOAT_BYTES, image_bytes, require_memory
 
 IMAGE_SUFFIXES = frozenset(
     {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff", ".ppm", ".pgm", ".pbm"}
@@ -87,7 +88,12 @@ def _common_size_and_mode(files: list[Path], image_size: int | None) -> tuple[in
 
 
 def _decode(files: list[Path], size: int, mode: str) -> torch.Tensor:
-    """Decode, centre-crop to square and resize (Pillow bilinear, antialiased) -> float32 [0, 1]."""
+    """Decode, centre-crop to square and resize (Pillow bilinear, antialiased) -> float32 [0, 1]. The memory the
+    images take (uint8, then float32) is judged before the first one is decoded."""
+    channels = 1 if mode == "L" else 3
+    require_memory(image_bytes(len(files), channels, size, 1 + FLOAT_BYTES),
+                   f"{len(files)} images of {size} px in {files[0].parent.parent if files else 'the folder'}",
+                   "give a smaller image_size, or a folder with fewer images")
     out = np.empty((len(files), size, size, 1 if mode == "L" else 3), dtype=np.uint8)
     for i, file in enumerate(files):
         try:
