@@ -52,6 +52,11 @@ def _frontier_study(cwd: Path, name: str) -> optuna.Study:
     return optuna.load_study(study_name=f"{name}-frontier", storage=open_storage(f"sqlite:///{cwd}/runs/{name}/study.db"))
 
 
+SLOW_FRONTIER = pytest.mark.slow
+"""The tests that read a whole frontier run (`done`: 70 s of its 33 proxy runs on 2 cores) are in the slow run
+(CI runs it), to keep the default suite under 10 minutes; test_report.py checks the report in the default run."""
+
+
 @pytest.fixture(scope="module")
 def done(tmp_path_factory):
     """A finished coefficient search and its frontier (phi 0-2, 2 seeds), run through the CLI."""
@@ -63,6 +68,7 @@ def done(tmp_path_factory):
     return cwd, json.loads(run.stdout), run.stderr
 
 
+@SLOW_FRONTIER
 def test_table_matches_the_trials_in_storage(done):
     cwd, rows, _ = done
     study = _frontier_study(cwd, "tiny")
@@ -87,6 +93,7 @@ def test_table_matches_the_trials_in_storage(done):
     assert csv["acc_mean"].tolist() == pytest.approx([r["acc_mean"] for r in rows], abs=1e-4)
 
 
+@SLOW_FRONTIER
 def test_progress_counts_the_runs_as_they_finish(done):
     cwd, _, err = done
     runs = len(_frontier_study(cwd, "tiny").get_trials(states=(TrialState.COMPLETE,)))
@@ -95,6 +102,7 @@ def test_progress_counts_the_runs_as_they_finish(done):
     assert [(int(m.group(1)), int(m.group(2))) for m in counted if m] == [(k, runs) for k in range(1, runs + 1)]
 
 
+@SLOW_FRONTIER
 def test_baselines_match_the_searched_family_flops(done):
     """Recount FLOPs and activations here: each single-dimension baseline changes only its dimension,
     fast scaling follows its rule, and each is within the tolerance of the searched member's FLOPs, or
@@ -129,6 +137,7 @@ def test_baselines_match_the_searched_family_flops(done):
     assert len(matched) >= 5           # most baselines do match on this proxy
 
 
+@SLOW_FRONTIER
 def test_latency_is_the_full_size_networks_timed_in_one_measurement(done):
     """A proxy of a few MFLOPs runs in per-layer overhead: the latency shown is that of the deployed network each
     member stands for (the base at its width and depth, its resolution scaled as the proxy's), all timed together.
@@ -201,6 +210,7 @@ def test_an_interrupted_frontier_resumes_without_losing_runs(tmp_path):
     assert all(r["seeds"] == 2 for r in rows) and len(keys) == 2 * len({r["network"] for r in rows})
 
 
+@SLOW_FRONTIER
 def test_report_has_every_section_and_embedded_images(done):
     cwd, _, _ = done
     run = _nas(cwd, "report", "tiny")
@@ -222,6 +232,7 @@ def test_report_has_every_section_and_embedded_images(done):
     assert re.search(r'<a download="frontier.csv" href="data:text/csv', page)
 
 
+@SLOW_FRONTIER
 def test_bad_input_is_one_line_and_exit_2(done, run_cli, monkeypatch):
     monkeypatch.chdir(done[0])
     for args, message in [(["frontier", "tiny", "--families", "searched,height"], "--families 'height' is not known"),
