@@ -171,9 +171,10 @@ def cmd_latency_probe_export(args: argparse.Namespace) -> int:
     if len(given) > 1:
         raise NasError(f"{' and '.join(given)} exclude each other: give a study's table, a family or a list of "
                        f"networks")
-    settings = LatencySettings(**{k: v for k, v in (
-        ("batch_size", args.batch_size), ("warmup", probe.PROBE_WARMUP if args.warmup is None else args.warmup),
-        ("repeats", probe.PROBE_REPEATS if args.repeats is None else args.repeats)) if v is not None})
+    settings = LatencySettings(warmup=probe.PROBE_WARMUP if args.warmup is None else args.warmup,
+                               repeats=probe.PROBE_REPEATS if args.repeats is None else args.repeats)
+    if args.batch_size is not None:
+        settings = dataclasses.replace(settings, batch_size=args.batch_size)
     if given and given[0] != "--study":
         from nas.commands.networks import networks_from_flags
         from nas.spec import load_spec
