@@ -65,6 +65,7 @@ DEVICE = Rule(lambda v: isinstance(v, str) and re.fullmatch(r"auto|cpu|cuda(:\d+
 SEED = integer(0, 2**32 - 1, "the samplers' seeds are 32-bit")
 """Every seed a user gives: Optuna's samplers seed NumPy's RandomState, which refuses 2^32 and above (a
 larger --seed was a traceback)."""
+WORKERS = integer(1, 256, "worker processes; more than the cores or GPUs are cut to them")
 
 
 @dataclass(frozen=True)
@@ -330,6 +331,9 @@ class StudyConfig:
     heartbeat: HeartbeatSettings
     seed: int = 0
     storage: str | None = None
+    # Worker processes `nas scale run|confirm|calibrate` and `nas arch run` start when --workers is not given,
+    # cut to the machine's cores (or GPUs): how the study runs, not what it finds.
+    workers: int = 1
     description: str = ""
     arch: ArchSettings | None = None     # set: a block-level search; unset: a coefficient search
     confirm: ConfirmSettings = ConfirmSettings()
@@ -353,10 +357,10 @@ class StudyConfig:
         return d
 
     def fingerprint(self) -> str:
-        """What the search's results depend on; storage, description, heartbeat and the confirmation (a study of
-        its own beside the search) may change on resume."""
+        """What the search's results depend on; storage, workers, description, heartbeat and the confirmation (a
+        study of its own beside the search) may change on resume."""
         d = self.to_dict()
-        for key in ("storage", "description", "heartbeat", "confirm"):
+        for key in ("storage", "workers", "description", "heartbeat", "confirm"):
             d.pop(key)
         # Settings added since studies were first stored count only away from their defaults, so a study
         # made before them keeps its fingerprint and resumes (racing's only when racing is on).
@@ -386,7 +390,7 @@ class StudyConfig:
 # ------------------------------------------------------------------------------------------ loading
 
 _TOP_KEYS = {"name", "description", "space", "proxy", "search", "arch", "pruner", "heartbeat", "seed", "storage",
-             "confirm"}
+             "workers", "confirm"}
 
 
 def resolve_study_path(name_or_path: str | Path) -> Path:
@@ -451,6 +455,8 @@ def study_from_dict(d: dict[str, Any], src: str) -> StudyConfig:
     require(storage is None or STORAGE_URL(storage), src, "storage",
             masked_url(storage) if isinstance(storage, str) else storage,
             f"empty (a local file under runs/<name>/) or {STORAGE_URL.allowed}")
+    workers = d.get("workers", 1)
+    require(WORKERS(workers), src, "workers", workers, WORKERS.allowed)
     if d.get("arch") is not None:
         if "search" in d:
             raise NasError(f"{src}: fields 'search' and 'arch' exclude each other: 'search' defines a coefficient "
@@ -469,8 +475,8 @@ def study_from_dict(d: dict[str, Any], src: str) -> StudyConfig:
         raise NasError(f"{src}: field 'proxy.train.validate_each_epoch' is false, which leaves the {pruner.type} "
                        f"pruner no epoch to judge before the last: set 'pruner: {{type: none}}' or validate each epoch")
     return StudyConfig(name=name, description=description, space=d["space"], proxy=proxy, search=search,
-                       pruner=pruner, heartbeat=heartbeat, seed=seed, storage=storage, arch=arch, confirm=confirm,
-                       source=src)
+                       pruner=pruner, heartbeat=heartbeat, seed=seed, storage=storage, workers=workers, arch=arch,
+                       confirm=confirm, source=src)
 
 
 def _section(cls: type, raw: Any, src: str, prefix: str) -> Any:

@@ -99,11 +99,12 @@ def load_study(study: str | Path, storage: str | None = None) -> StudyConfig:
     return find_study_config(str(study), storage)
 
 
-def run_study(study: StudyConfig | str | Path, *, workers: int = 1, storage: str | None = None,
+def run_study(study: StudyConfig | str | Path, *, workers: int | None = None, storage: str | None = None,
               gpus: Sequence[int] | None = None) -> StudyResult:
     """Run or resume a study as `nas scale run` / `nas arch run` do (progress on stderr; a finished study
     resumes with nothing to train), then its confirmation when the study asks for one (confirm.run), and
-    return what it found. `workers` > 1 trains in that many processes, on CUDA one GPU each (`gpus`: which).
+    return what it found. `workers` > 1 trains in that many processes, on CUDA one GPU each (`gpus`: which);
+    None: the study file's `workers`.
     Interrupting keeps every finished trial: run it again to resume."""
     from nas.search.runner import run_search
 
@@ -133,7 +134,7 @@ def study_result(study: str | Path, storage: str | None = None) -> StudyResult:
     return _read(config, stored)
 
 
-def _confirm(config: StudyConfig, stored: optuna.Study, workers: int, gpus: Sequence[int] | None) -> None:
+def _confirm(config: StudyConfig, stored: optuna.Study, workers: int | None, gpus: Sequence[int] | None) -> None:
     """The confirmation stage (confirm.run): the leaders retrained at the confirmation budget."""
     from nas.search.confirm import confirmation
     from nas.search.retrain import confirmation_job

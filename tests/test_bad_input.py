@@ -60,6 +60,7 @@ space: efficientnet_b0
     (study_text().replace("resolution: 20", "resolution: 100000"), "field 'proxy.resolution' is 100000"),
     (study_text().replace("per_class: 20", "per_class: 0"), "field 'proxy.per_class' is 0"),
     (study_text(dataset="/no/such/data"), "no such file or directory: /no/such/data"),
+    (study_text() + "workers: 0\n", "field 'workers' is 0: must be an integer in 1..256"),
 ])
 @pytest.mark.parametrize("workers", ["1", "2"])
 def test_bad_study_files(run_cli, tmp_path, monkeypatch, text, match, workers):

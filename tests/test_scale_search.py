@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -251,6 +252,40 @@ def test_kill_9_mid_trial_then_the_same_command_completes_without_loss(tiny_stud
     assert all(after[n] == v for n, v in before.items())          # nothing finished was lost or redone
     assert all(study.trials[n].state == TrialState.FAIL for n in killed)   # failed by heartbeat ...
     _assert_every_grid_point_once(study)                             # ... and retried exactly once
+
+
+@pytest.mark.slow     # worker processes, each importing torch: pytest -m slow (CI runs it)
+def test_the_study_files_workers_start_without_the_flag_cut_to_the_cores(tiny_study):
+    from nas.device import default_threads
+
+    cores = default_threads()
+    path = tiny_study(name="fileworkers", epochs=1, **{"pruner:": "workers: 64\npruner:"})
+    cfg = load_study(path)
+    assert cfg.workers == 64 and cfg.fingerprint() == dataclasses.replace(cfg, workers=1).fingerprint()  # resumes
+    done = subprocess.run([sys.executable, "-m", "nas.cli", "scale", "run", path], capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert f"the study asks for 64 workers; this machine has {cores} CPU core(s): starting {cores}" in done.stderr
+    workers = {line.split("]")[0] for line in done.stderr.splitlines() if re.match(r"\[worker \d+\] ", line)}
+    assert len(workers) == (cores if cores > 1 else 0), done.stderr      # one worker runs in this process
+    _assert_every_grid_point_once(_load(cfg))
+
+
+def test_workers_flag_overrides_the_study_file_and_is_checked(monkeypatch):
+    import nas.device
+    from nas.errors import NasError
+    from nas.search.runner import study_workers
+
+    monkeypatch.setattr(nas.device, "default_threads", lambda: 2)
+    assert study_workers(None, 1, []) == (1, None)
+    assert study_workers(None, 2, []) == (2, None)
+    assert study_workers(None, 3, []) == (2, "the study asks for 3 workers; this machine has 2 CPU core(s): starting 2")
+    assert study_workers(None, 4, [0, 1, 2]) == (3, "the study asks for 4 workers; this machine has 3 GPU(s) to "
+                                                     "train on: starting 3")
+    assert study_workers(1, 8, []) == (1, None)
+    with pytest.raises(NasError, match="--workers 3: this machine has 2 CPU cores"):
+        study_workers(3, 1, [])
+    assert study_workers(3, 1, [], force=True) == (3, None)
 
 
 @pytest.mark.slow     # durability, whole processes killed: pytest -m slow (CI runs it)

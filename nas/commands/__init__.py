@@ -45,8 +45,9 @@ def group(sub: Any, name: str, help: str) -> Any:
 
 def add_run_options(p: argparse.ArgumentParser,
                     storage_default: str = "the study file's, else runs/<name>/study.db") -> None:
-    p.add_argument("--workers", type=int, default=1,
-                   help="worker processes on this machine (default 1; at most its cores, or GPUs on CUDA)")
+    p.add_argument("--workers", type=int,
+                   help="worker processes on this machine (default: the study file's workers, else 1; at most its "
+                        "cores, or GPUs on CUDA)")
     p.add_argument("--force-workers", action="store_true", help="allow more workers than cores or GPUs")
     p.add_argument("--gpus", help="GPU ids to train on, e.g. 0,2: worker i takes the (i mod n)-th (default: every "
                                   "visible GPU when the study trains on CUDA)")

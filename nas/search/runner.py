@@ -355,10 +355,26 @@ def check_workers(workers: int, gpus: Sequence[int], force: bool = False) -> Non
                        f"other down: give --workers {limit} or fewer, {more}or add --force-workers")
 
 
-def run_search(job: SearchJob, workers: int = 1, storage_url: str | None = None,
+def study_workers(asked: int | None, wanted: int, gpus: Sequence[int], force: bool = False) -> tuple[int, str | None]:
+    """The worker processes a search starts: `asked` (--workers) as check_workers allows, else the study file's
+    `wanted` (its `workers`) cut to the cores or GPUs, with the line that says so: a study written for a larger
+    machine still runs on a smaller one."""
+    if asked is not None:
+        check_workers(asked, gpus, force)
+        return asked, None
+    from nas.device import default_threads
+
+    limit, what = (len(gpus), "GPU(s) to train on") if gpus else (default_threads(), "CPU core(s)")
+    if wanted <= limit:
+        return wanted, None
+    return limit, f"the study asks for {wanted} workers; this machine has {limit} {what}: starting {limit}"
+
+
+def run_search(job: SearchJob, workers: int | None = None, storage_url: str | None = None,
                progress: Callable[[str], None] | None = stderr_progress, force_workers: bool = False,
                gpus: Sequence[int] | None = None) -> optuna.Study:
-    """Create or resume the study, then run `workers` worker processes (in this process when 1), worker i on
+    """Create or resume the study, then run `workers` worker processes (None: the study's `workers`, cut to the
+    machine; in this process when 1), worker i on
     GPU i mod n of `gpus` (default: every visible GPU) when the study trains on CUDA. Lines go to `progress`
     (stderr_progress: a live bar on a terminal; None: nothing), one per finished trial with the counts done/total
     and the time left (nas.console.Progress); trials finished before a resume count as done, not in the rate.
@@ -374,8 +390,10 @@ def run_search(job: SearchJob, workers: int = 1, storage_url: str | None = None,
     if job.config.search.cost == "latency" and job.config.arch is None:
         with read_from(job.config.source, "search.latency"):
             resolve_device(job.config.search.latency.device)
-    check_workers(workers, gpus, force_workers)
+    workers, cut = study_workers(workers, job.config.workers, gpus, force_workers)
     say = progress or (lambda _: None)
+    if cut:
+        say(cut)
     inputs = built_from(job.config)     # a missing data set or network fails here, before storage is made
     proxy_data(job.config)              # so does a data set that cannot be read or subset
     url = job.config.storage_url(storage_url)
