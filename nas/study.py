@@ -67,11 +67,12 @@ class Family:
     """Family members in phi order and their table (params, measured GFLOPs and activations, the cost ratio to
     the base next to target^phi). `family[3]` is the phi = 3 member's network (by name works too), ready for
     `build_model`; iterating gives every member's network. `drift` says how far the measured cost strays from
-    target^phi at the worst member."""
+    target^phi at the worst member, `solved_on` on which cost the members' resolutions were solved."""
 
     members: tuple[Member, ...]
     table: pd.DataFrame = dataclasses.field(repr=False)
     drift: str
+    solved_on: str | None = None    # what each resolution was solved on ("FLOPs", ...); None: taken as given
 
     def __getitem__(self, key: float | str) -> NetworkSpec:
         for phi, spec in self.members:
@@ -189,8 +190,8 @@ def _arch_result(config: StudyConfig, metrics: Sequence[str], stored: optuna.Stu
 
 def materialize(source: StudyResult | Coefficients | tuple[float, float, float] | Literal["paper"],
                 phis: Iterable[float] = range(8), *, space: str | Path | None = None, exact_cost: bool | None = None,
-                progress: Callable[[str], None] | None = None) -> Family:
-    """A family, as `nas materialize` builds it, from one of:
+                resolution_multiple: int = 1, progress: Callable[[str], None] | None = None) -> Family:
+    """A family, as `nas materialize` builds it (the command calls this), from one of:
 
     - a coefficient study's result: the family its run builds (nas.family.study_family), each member's resolution
       solved so that its cost (FLOPs, or the study's activations or latency) is target^phi times the base's;
@@ -199,7 +200,8 @@ def materialize(source: StudyResult | Coefficients | tuple[float, float, float] 
       on measured FLOPs (nas.family.exact_cost_family);
     - "paper": the paper's B0..B7 table, phi k standing for Bk.
 
-    `space` is the base network (a packaged name or a YAML path; default efficientnet_b0, or the study's)."""
+    `space` is the base network (a packaged name or a YAML path; default efficientnet_b0, or the study's);
+    `resolution_multiple` rounds the compound rule's resolutions (gamma^phi) to a multiple of it."""
     from nas.family import compound_family, exact_cost_family, family_table, paper_family, study_family, worst_deviation
     from nas.spec import load_spec
 
@@ -212,11 +214,11 @@ def materialize(source: StudyResult | Coefficients | tuple[float, float, float] 
         config = dataclasses.replace(source.config, space=str(space)) if space else source.config
         if exact_cost is False:
             base = load_spec(config.space)
-            members = compound_family(base, *source.best, phis)
+            members = compound_family(base, *source.best, phis, resolution_multiple)
             table = family_table(members, base, progress, config.search.target)
             return Family(tuple(members), table, worst_deviation(table, config.search.target))
         found = study_family(config, source.best, phis, progress, build_table=False)
-        return Family(tuple(found.members), found.table, found.drift)
+        return Family(tuple(found.members), found.table, found.drift, found.solved_on)
     base = load_spec(space or "efficientnet_b0")
     if isinstance(source, str):
         if source != "paper":
@@ -231,6 +233,6 @@ def materialize(source: StudyResult | Coefficients | tuple[float, float, float] 
         if exact_cost:
             members, nominal = exact_cost_family(base, alpha, beta, gamma, phis)
         else:
-            members, nominal = compound_family(base, alpha, beta, gamma, phis), None
+            members, nominal = compound_family(base, alpha, beta, gamma, phis, resolution_multiple), None
     table = family_table(members, base, progress, nominal_resolutions=nominal)
-    return Family(tuple(members), table, worst_deviation(table))
+    return Family(tuple(members), table, worst_deviation(table), "FLOPs" if nominal else None)

@@ -4,20 +4,18 @@ spec files and their exports (a plain-PyTorch module, ONNX files)."""
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nas.commands import SPACE_HELP, add_coefficients, command, progress_of
-from nas.commands.networks import networks_from_flags, parse_phis, writable_folder
+from nas.commands.networks import parse_phis, writable_folder
 from nas.console import print_table
 from nas.errors import NasError
 
 if TYPE_CHECKING:          # pandas, torch and the family load with the command, not with `nas --help`
     import pandas as pd
 
-    from nas.config import StudyConfig
     from nas.family import Member
 
 
@@ -90,13 +88,12 @@ def _export(formats: list[str], members: list[Member], family: str, out: Path, a
         raise NasError(f"--out {out}: cannot write there ({e.strerror}): give a writable folder") from None
 
 
-def _family(args: argparse.Namespace, phis: list[float],
-            progress: Any) -> tuple[list[Member], pd.DataFrame, str]:
-    """(members, their table, their base network's name) from --preset, --alpha/--beta/--gamma or --study; a
-    study's family is the one its run built (nas.family.study_family), unless --nominal asks for the compound
-    rule as it is."""
-    from nas.family import compound_family, exact_cost_family, family_table, study_family
+def _family(args: argparse.Namespace, phis: list[float], progress: Any) -> tuple[list[Member], pd.DataFrame, str]:
+    """(members, their table, their base network's name) from --preset, --alpha/--beta/--gamma or --study, built by
+    nas.study.materialize: a study's family is the one its run built (nas.family.study_family), from the confirmed
+    best once `nas scale confirm` has run, unless --nominal asks for the compound rule as it is."""
     from nas.spec import load_spec
+    from nas.study import materialize, study_result
 
     given = (args.alpha, args.beta, args.gamma)
     sources = sum([bool(args.preset), any(c is not None for c in given), bool(args.study)])
@@ -107,38 +104,22 @@ def _family(args: argparse.Namespace, phis: list[float],
     if args.preset and args.exact_cost:
         raise NasError("--exact-cost solves resolutions of a compound family; --preset paper is the paper's table "
                        "as it is: drop one of them")
+    options = {"space": args.space, "resolution_multiple": args.resolution_multiple, "progress": progress}
     if args.study:
-        config, (alpha, beta, gamma) = _study_winner(args.study, args.storage, args.space)
-        base = load_spec(config.space)
-        source = f"study '{config.name}': best coefficients alpha {alpha:.4g} beta {beta:.4g} gamma {gamma:.4g}"
-        if args.exact_cost is False:
-            print(source, file=sys.stderr)
-            members = compound_family(base, alpha, beta, gamma, phis, args.resolution_multiple)
-            return members, family_table(members, base, progress, config.search.target), base.name
-        family = study_family(config, (alpha, beta, gamma), phis, progress, build_table=False)
-        print(f"{source}; each member's resolution solved on its {family.solved_on}", file=sys.stderr)
-        return family.members, family.table, base.name
-    base = load_spec(args.space or "efficientnet_b0")
-    if args.exact_cost:
-        members, nominal = exact_cost_family(base, args.alpha, args.beta, args.gamma, phis)
-        return members, family_table(members, base, progress, nominal_resolutions=nominal), base.name
-    members = networks_from_flags(args.space, preset=args.preset, alpha=args.alpha, beta=args.beta, gamma=args.gamma,
-                                  phi=args.phi, resolution_multiple=args.resolution_multiple)
-    return members, family_table(members, base, progress), base.name
-
-
-def _study_winner(study: str, storage: str | None, space: str | None) -> tuple[StudyConfig, tuple[float, float, float]]:
-    """A stored study's definition (its base replaced by --space, when given) and the exact coefficients of its
-    answer: the confirmed best once `nas scale confirm` has run (said in a line), else the proxy's best."""
-    from nas.search.confirm import answer
-    from nas.search.storage import find_study_config, load_stored_study
-
-    config = find_study_config(study, storage)
-    stored, _ = load_stored_study(config.name, config.storage_url())
-    coefficients, confirmed = answer(config, stored)
-    if confirmed:
-        print(f"study '{config.name}': {confirmed}", file=sys.stderr)
-    return (dataclasses.replace(config, space=space) if space else config), coefficients
+        result = study_result(args.study, args.storage)
+        name = result.config.name
+        if result.confirmed:
+            print(f"study '{name}': {result.confirmed}", file=sys.stderr)
+        family = materialize(result, phis, exact_cost=args.exact_cost, **options)
+        alpha, beta, gamma = result.best or given
+        solved = f"; each member's resolution solved on its {family.solved_on}" if family.solved_on else ""
+        print(f"study '{name}': best coefficients alpha {alpha:.4g} beta {beta:.4g} gamma {gamma:.4g}{solved}",
+              file=sys.stderr)
+        space = args.space or result.config.space
+    else:
+        family = materialize("paper" if args.preset else given, phis, exact_cost=args.exact_cost, **options)
+        space = args.space or "efficientnet_b0"
+    return list(family.members), family.table, load_spec(space).name
 
 
 def add_parser(sub: Any) -> None:
