@@ -28,13 +28,25 @@ REDRAW_EVERY_S = 0.2
 BAR_WIDTH = 20
 
 
+COUNT_COLUMNS = ("params", "proxy_params", "activations")
+"""Counts a table for people writes with SI prefixes (5.29 M, as the report does); CSV and JSON keep the raw
+numbers for scripts."""
+
+
 def print_table(df: pd.DataFrame, fmt: str) -> None:
     if fmt == "json":
         sys.stdout.write(df.to_json(orient="records", indent=2) + "\n")
     elif fmt == "csv":
         sys.stdout.write(df.to_csv(index=False))
     else:
-        sys.stdout.write(df.to_string(index=False) + "\n")
+        counts = {c: df[c].map(_count) for c in COUNT_COLUMNS if c in df.columns}
+        sys.stdout.write(df.assign(**counts).to_string(index=False) + "\n")
+
+
+def _count(value: object) -> object:
+    from nas.units import si
+
+    return si(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and value == value else value
 
 
 def stderr_progress(msg: str) -> None:

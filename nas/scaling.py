@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from nas.errors import NasError
 from nas.spec import MAX_RESOLUTION, NetworkSpec, StageSpec
+from nas.units import significant
 from nas.validation import InvalidField, integer
 
 PAPER_COEFFICIENTS = (1.2, 1.1, 1.15)  # alpha (depth), beta (width), gamma (resolution)
@@ -76,7 +77,8 @@ def scale(base: NetworkSpec, width: float, depth: float, resolution: int, dropou
     (0, 16] and at most 4096 px, checked before anything is built."""
     for label, value in (("width", width), ("depth", depth)):
         if not (isinstance(value, (int, float)) and math.isfinite(value) and 0 < value <= MAX_MULTIPLIER):
-            raise NasError(f"{label} multiplier {value} for '{name or base.name}': must be a number in "
+            shown = significant(value, 5) if isinstance(value, float) else value    # 16.777, not 16.777216000000006
+            raise NasError(f"{label} multiplier {shown} for '{name or base.name}': must be a number in "
                            f"(0, {MAX_MULTIPLIER:g}]; a larger member would not fit in memory")
     if not 8 <= resolution <= MAX_RESOLUTION:
         raise NasError(f"resolution {resolution} px for '{name or base.name}': must be 8..{MAX_RESOLUTION} px")
