@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal, NamedTuple
 
 from nas.config import StudyConfig
-from nas.errors import NasError, SearchAborted
+from nas.errors import NasError
 
 if TYPE_CHECKING:          # pandas, Optuna and torch load with the first call, not with `import nas`
     import optuna
@@ -137,14 +137,12 @@ def study_result(study: str | Path, storage: str | None = None) -> StudyResult:
 
 def _confirm(config: StudyConfig, stored: optuna.Study, workers: int | None, gpus: Sequence[int] | None) -> None:
     """The confirmation stage (confirm.run): the leaders retrained at the confirmation budget."""
-    from nas.search.confirm import confirmation
+    from nas.search.confirm import finished_confirmation
     from nas.search.retrain import confirmation_job
     from nas.search.runner import run_search
 
     run_search(confirmation_job(config, stored, config.confirm), workers=workers, gpus=gpus)
-    if confirmation(config, stored) is None:
-        raise SearchAborted(f"some confirmation runs failed; their reasons are in the trials of study "
-                            f"{config.name}-confirm")
+    finished_confirmation(config, stored)
 
 
 def _read(config: StudyConfig, stored: optuna.Study) -> StudyResult:

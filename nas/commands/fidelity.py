@@ -24,7 +24,7 @@ def _settings(args: argparse.Namespace, config: Any) -> Any:
 
 
 def cmd_scale_confirm(args: argparse.Namespace) -> int:
-    from nas.search.confirm import confirmation
+    from nas.search.confirm import finished_confirmation
     from nas.search.retrain import confirmation_job
     from nas.search.storage import find_study_config, load_stored_study
 
@@ -33,12 +33,7 @@ def cmd_scale_confirm(args: argparse.Namespace) -> int:
     study, _ = load_stored_study(config.name, config.storage_url())
     if run_job(confirmation_job(config, study, settings), args, "scale confirm") is None:
         return ExitCode.INTERRUPTED
-    result = confirmation(config, study)
-    if result is None:
-        print(f"nas scale confirm: some confirmation runs failed; their reasons are in the trials of study "
-              f"{config.name}-confirm (optuna-dashboard, or nas scale show --storage)", file=sys.stderr)
-        return ExitCode.BUG
-    print_confirmation(result, config, args.format)
+    print_confirmation(finished_confirmation(config, study), config, args.format)
     return 0
 
 

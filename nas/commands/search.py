@@ -11,7 +11,7 @@ from typing import Any
 from nas.commands import STUDY_HELP, add_run_options, command, fidelity, group, progress_of, run_job
 from nas.commands.networks import parse_phis, writable_file
 from nas.console import print_table
-from nas.errors import ExitCode, NasError, SearchAborted
+from nas.errors import ExitCode, NasError
 
 
 def cmd_scale_run(args: argparse.Namespace) -> int:
@@ -90,16 +90,12 @@ def _nothing_trained(name: str, table: Any, counts: str) -> int:
 
 def _confirm(cfg: Any, study: Any, args: argparse.Namespace) -> Any:
     """The study's confirmation stage (confirm.run): its leaders retrained at the confirmation budget."""
-    from nas.search.confirm import confirmation
+    from nas.search.confirm import finished_confirmation
     from nas.search.retrain import confirmation_job
 
     if run_job(confirmation_job(cfg, study, cfg.confirm), args, "scale run") is None:
         raise KeyboardInterrupt
-    result = confirmation(cfg, study)
-    if result is None:
-        raise SearchAborted(f"some confirmation runs failed; their reasons are in the trials of study "
-                            f"{cfg.name}-confirm")
-    return result
+    return finished_confirmation(cfg, study)
 
 
 def cmd_scale_show(args: argparse.Namespace) -> int:

@@ -29,7 +29,7 @@ import pandas as pd
 from optuna.trial import TrialState
 
 from nas.config import StudyConfig
-from nas.errors import NasError
+from nas.errors import NasError, SearchAborted
 from nas.records import CoefficientRecord, RetrainRecord, records
 from nas.search.results import Run, candidates, runs_of, tie_set, verdict
 from nas.search.storage import open_storage
@@ -190,6 +190,16 @@ def confirmation(config: StudyConfig, study: optuna.Study) -> Confirmation | Non
     proxy = [[a for a, _ in runs_of(lead.record)] for lead in chosen]
     return Confirmation(chosen, confirmed, budget.describe(config), settings["phi"],
                         tau_b_interval(proxy, [[a for a, _ in c] for c in confirmed]), tied, paired)
+
+
+def finished_confirmation(config: StudyConfig, study: optuna.Study) -> Confirmation:
+    """The confirmation just run; SearchAborted when a leader's run failed, which leaves no confirmed verdict
+    (each failed trial keeps its reason)."""
+    result = confirmation(config, study)
+    if result is None:
+        raise SearchAborted(f"some confirmation runs failed; their reasons are in the trials of study "
+                            f"{config.name}-confirm (optuna-dashboard, or nas scale show --storage)")
+    return result
 
 
 def answer(config: StudyConfig, study: optuna.Study) -> tuple[tuple[float, float, float], str | None]:
