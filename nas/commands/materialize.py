@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from nas.commands import SPACE_HELP, add_coefficients, command, progress_of
 from nas.commands.networks import parse_phis, writable_folder
@@ -17,6 +17,7 @@ if TYPE_CHECKING:          # pandas, torch and the family load with the command,
     import pandas as pd
 
     from nas.family import Member
+    from nas.study import Coefficients
 
 
 EXPORTS = ("pytorch", "onnx")
@@ -110,8 +111,8 @@ def _family(args: argparse.Namespace, phis: list[float], progress: Any) -> tuple
         name = result.config.name
         if result.confirmed:
             print(f"study '{name}': {result.confirmed}", file=sys.stderr)
-        family = materialize(result, phis, exact_cost=args.exact_cost, **options)
-        alpha, beta, gamma = result.best or given
+        family = materialize(result, phis, exact_cost=args.exact_cost, **options)    # refuses a study without one
+        alpha, beta, gamma = cast("Coefficients", result.best)
         solved = f"; each member's resolution solved on its {family.solved_on}" if family.solved_on else ""
         print(f"study '{name}': best coefficients alpha {alpha:.4g} beta {beta:.4g} gamma {gamma:.4g}{solved}",
               file=sys.stderr)
