@@ -17,6 +17,9 @@ Each result says where its wall time went (set-up, training steps, evaluation): 
 Honesty: a NaN or infinite loss ends the run with status "diverged" and the reason, a CUDA
 out-of-memory ends it with status "oom", and the callback can stop a run (status "stopped"); the
 result always says which. Accuracy is measured on the validation split after every epoch.
+
+A run can also stop part-way through its schedule and keep its state, for a later run to continue where
+it stopped (`Continuation`): budget racing's promoted candidates go on training instead of starting over.
 """
 
 from __future__ import annotations
@@ -25,12 +28,14 @@ import collections
 import contextlib
 import dataclasses
 import math
+import os
 import resource
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import cast
+from pathlib import Path
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -76,6 +81,7 @@ class TrainResult:
     train_seconds: float = 0.0
     eval_seconds: float = 0.0
     job_seeds: int = 1                # seeds trained together in this job (fused), sharing these times
+    continued: bool = False           # it went on from a kept state (Continuation), its first epochs not trained here
     # Which validation images the last evaluation got right, one boolean each in the data's order.
     val_correct: torch.Tensor | None = field(default=None, repr=False)
 
@@ -105,6 +111,56 @@ class TrainResult:
             "train_img_s": round(self.train_images_per_sec, 1), "wall_s": round(self.wall_time, 1),
             "peak_mem_mb": round(self.peak_memory_mb, 1), "device": self.device, "status": self.status,
         }
+
+
+@dataclass(frozen=True)
+class Continuation:
+    """Train only the first `stop_epoch` epochs of the configured schedule (its learning rate still follows
+    the whole schedule) and keep the state there in `folder`, as `save_as`; start from the state kept as
+    `resume_from` when there is one. The continued run then ends exactly where one uninterrupted run of the
+    same seeds would (on the CPU, with a fixed thread count; elsewhere up to floating-point order).
+
+    A kept state is named by its job's seeds and checked against `tag` (what the runs depend on: a state
+    kept under another tag, or unreadable, is not used). Without a usable state the run trains from the start
+    of the schedule and says so in `TrainResult.reason`: the same result, at the full cost."""
+    folder: Path
+    stop_epoch: int
+    save_as: str | None = None        # None: keep nothing (the last rung)
+    resume_from: str | None = None    # None: train from the start
+    tag: str = ""
+
+    def path(self, name: str, seeds: Sequence[int]) -> Path:
+        return self.folder / f"{name}-seed{'-'.join(str(s) for s in seeds)}.pt"
+
+    def load(self, seeds: Sequence[int]) -> dict[str, Any] | None:
+        """The state kept as `resume_from` for these seeds, on the CPU (loading moves it to the run's device);
+        None when there is none to use."""
+        if self.resume_from is None:
+            return None
+        try:
+            state = torch.load(self.path(self.resume_from, seeds), map_location="cpu", weights_only=True)
+        except (OSError, RuntimeError, EOFError, ValueError):
+            return None
+        ok = isinstance(state, dict) and state.get("tag") == self.tag and state.get("seeds") == list(seeds)
+        return state if ok else None
+
+    def discard(self, name: str) -> None:
+        """Remove the states kept as `name` (every job's) once nothing will continue them, and the folder
+        once it is empty."""
+        for path in self.folder.glob(f"{name}-seed*.pt"):
+            path.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            self.folder.rmdir()
+
+    def save(self, seeds: Sequence[int], state: dict[str, Any]) -> None:
+        """Written to a temporary file and renamed, so that a run killed while saving leaves no half a state."""
+        if self.save_as is None:
+            return
+        path = self.path(self.save_as, seeds)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_name(f".{path.name}.{os.getpid()}")
+        torch.save(dict(state, tag=self.tag, seeds=list(seeds)), temporary)
+        temporary.replace(path)
 
 
 def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
@@ -224,18 +280,20 @@ def train(model_or_spec: nn.Module | NetworkSpec, data: Dataset, cfg: TrainConfi
 
 
 def train_seeds(spec: NetworkSpec, data: Dataset, cfg: TrainConfig, seeds: list[int], resolution: int | None = None,
-                callback: EpochCallback | None = None,
-                progress: Callable[[str], None] | None = None) -> list[TrainResult]:
+                callback: EpochCallback | None = None, progress: Callable[[str], None] | None = None,
+                continuation: Continuation | None = None) -> list[TrainResult]:
     """Train `spec` once per seed (each seed replaces cfg.seed: initialisation, data order, augmentation,
     dropout). Fused into one job when `fuses_seeds`, else one after another. `callback` sees the first
-    seed's accuracy and its stop ends every seed. The list stops at the first seed that did not end "ok"."""
+    seed's accuracy and its stop ends every seed. The list stops at the first seed that did not end "ok".
+    With `continuation`, each job trains only part of the schedule, from a kept state where there is one."""
     if len(seeds) > 1 and fuses_seeds(cfg, resolve_device(cfg.device)):
-        results = _train_together(spec, data, cfg, seeds, resolution, callback, progress)
+        results = _train_together(spec, data, cfg, seeds, resolution, callback, progress, continuation=continuation)
     else:
         results = []
         for i, seed in enumerate(seeds):
             results.append(_train_together(spec, data, dataclasses.replace(cfg, seed=seed), [seed], resolution,
-                                           callback if i == 0 else None, progress, (i, len(seeds)))[0])
+                                           callback if i == 0 else None, progress, (i, len(seeds)),
+                                           continuation)[0])
             if results[-1].status != "ok":
                 break
     bad = next((i for i, r in enumerate(results) if r.status != "ok"), None)
@@ -244,7 +302,8 @@ def train_seeds(spec: NetworkSpec, data: Dataset, cfg: TrainConfig, seeds: list[
 
 def _train_together(model_or_spec: nn.Module | NetworkSpec, data: Dataset, cfg: TrainConfig, seeds: list[int],
                     resolution: int | None, callback: EpochCallback | None,
-                    progress: Callable[[str], None] | None, job: tuple[int, int] = (0, 1)) -> list[TrainResult]:
+                    progress: Callable[[str], None] | None, job: tuple[int, int] = (0, 1),
+                    continuation: Continuation | None = None) -> list[TrainResult]:
     """One training job of len(seeds) networks: a single network, or fused seeds (nas.steps); job i of n
     (`job`) of the run in hand, for its heartbeat (nas.console.heartbeat)."""
     start = time.perf_counter()
@@ -270,7 +329,8 @@ def _train_together(model_or_spec: nn.Module | NetworkSpec, data: Dataset, cfg: 
         torch.cuda.reset_peak_memory_stats(device)
     try:
         with threads.registered():
-            _run(models, seeds, data, cfg, device, resolution, callback, progress, results, threads, start, job)
+            _run(models, seeds, data, cfg, device, resolution, callback, progress, results, threads, start, job,
+                 continuation)
     except torch.OutOfMemoryError as e:
         for r in results:
             r.status, r.reason = "oom", f"out of memory on {device}: {str(e).splitlines()[0]}"
@@ -322,8 +382,13 @@ def _batches(data: Dataset, cfg: TrainConfig, generators: list[torch.Generator])
 
 def _run(models: list[nn.Module], seeds: list[int], data: Dataset, cfg: TrainConfig, device: torch.device,
          resolution: int, callback: EpochCallback | None, progress: Callable[[str], None] | None,
-         results: list[TrainResult], threads: CpuThreads, start: float, job: tuple[int, int]) -> None:
+         results: list[TrainResult], threads: CpuThreads, start: float, job: tuple[int, int],
+         continuation: Continuation | None = None) -> None:
     data = prepare_data(data, resolution, device, cfg.channels_last)
+    kept = continuation.load(seeds) if continuation else None
+    if kept is not None:        # before Replicas stacks fused seeds' tensors
+        for model, state in zip(models, kept["models"]):
+            model.load_state_dict(state)
     for i, model in enumerate(models):
         model = model.to(device)
         for m in _batch_norms(model):
@@ -341,6 +406,11 @@ def _run(models: list[nn.Module], seeds: list[int], data: Dataset, cfg: TrainCon
     eager = EagerStep(replicas, optimizer, autocast, cfg.label_smoothing)
     step_fn: EagerStep | CapturedStep = CapturedStep(eager, _warn_once(progress)) if capture else eager
     generators = [torch.Generator(device=device).manual_seed(seed) for seed in seeds]
+    if kept is not None:
+        optimizer.load_state_dict(kept["optimizer"])
+        for g, state in zip(generators, kept["generators"]):
+            g.set_state(state)
+        _set_rng(kept["rng"], device)
     # BN re-estimation sees bn_recalibration training batches' worth of images; on CUDA in eval-sized
     # batches, as fewer launches cost less there (the mean is the same, the variance estimate close).
     recal_images = cfg.bn_recalibration * cfg.batch_size
@@ -353,13 +423,24 @@ def _run(models: list[nn.Module], seeds: list[int], data: Dataset, cfg: TrainCon
     epochs = math.ceil(total_steps / steps_per_epoch)
     warmup = int(cfg.warmup_epochs * steps_per_epoch)
     step, train_time, train_images, eval_time = 0, 0.0, 0, 0.0
+    first, last = 1, epochs
+    if continuation is not None:
+        last = min(epochs, continuation.stop_epoch)
+        if kept is not None:
+            first, step = kept["epoch"] + 1, kept["step"]
+            for r, history in zip(results, kept["epochs"]):
+                r.epochs, r.continued = [EpochResult(*e) for e in history], True
+        elif continuation.resume_from is not None:
+            for r in results:
+                r.reason = (f"trained from the start: no usable state kept as {continuation.resume_from} in "
+                            f"{continuation.folder}")
     of_seeds = f", seed {job[0] + 1} of {job[1]}" if job[1] > 1 else ""
 
     def doing() -> str:          # what a heartbeat says, read when it is shown
-        return f"training: epoch {epoch}/{epochs}, step {step}/{total_steps}{of_seeds}"
+        return f"training: epoch {epoch}/{last}, step {step}/{last * steps_per_epoch}{of_seeds}"
     setup_time = time.perf_counter() - start
 
-    for epoch in range(1, epochs + 1):
+    for epoch in range(first, last + 1):
         with sharing.training():   # a latency measurement elsewhere waits for this epoch (nas.sharing)
             replicas.train()
             t0 = time.perf_counter()
@@ -373,7 +454,7 @@ def _run(models: list[nn.Module], seeds: list[int], data: Dataset, cfg: TrainCon
                 loss_sum += step_fn(xb, yb) * yb.shape[-1]
                 seen += yb.shape[-1]
                 step += 1
-                heartbeat(doing, (job[0] + step / total_steps) / job[1])
+                heartbeat(doing, (job[0] + step / (last * steps_per_epoch)) / job[1])
             train_losses = [total / max(1, seen) for total in loss_sum.tolist()]   # the one host sync of the epoch
             seconds = time.perf_counter() - t0
             if isinstance(step_fn, CapturedStep):    # capturing is set-up, not training
@@ -384,7 +465,7 @@ def _run(models: list[nn.Module], seeds: list[int], data: Dataset, cfg: TrainCon
             diverged = [i for i, loss in enumerate(train_losses) if not math.isfinite(loss)]
             t1 = time.perf_counter()
             scores = []
-            validated = not diverged and (cfg.validate_each_epoch or epoch == epochs)
+            validated = not diverged and (cfg.validate_each_epoch or epoch == last)
             if validated:
                 for model, seed in zip(models, seeds):
                     if cfg.bn_recalibration:
@@ -411,11 +492,27 @@ def _run(models: list[nn.Module], seeds: list[int], data: Dataset, cfg: TrainCon
             accs = " ".join(f"{acc:.4f}" for acc, _, _ in scores) if validated else "(validated after the last)"
             losses = " ".join(f"{loss:.3f}" for loss in train_losses)
             fused = f"  ({k} fused seeds)" if k > 1 else ""
-            progress(f"epoch {epoch}/{epochs}  loss {losses}  val_acc {accs}  {k * seen / seconds:.0f} img/s{fused}")
+            progress(f"epoch {epoch}/{last}  loss {losses}  val_acc {accs}  {k * seen / seconds:.0f} img/s{fused}")
         if callback is not None and validated and callback(epoch, scores[0][0]):
             for r in results:
                 r.status, r.reason = "stopped", f"stopped by callback after epoch {epoch}"
             break
+    if continuation is not None and all(r.status == "ok" for r in results) and results[0].epochs:
+        continuation.save(seeds, {
+            "epoch": results[0].epochs[-1].epoch, "step": step, "models": [m.state_dict() for m in models],
+            "optimizer": optimizer.state_dict(), "generators": [g.get_state() for g in generators],
+            "rng": _get_rng(device), "epochs": [[dataclasses.astuple(e) for e in r.epochs] for r in results]})
+
+
+def _get_rng(device: torch.device) -> list[torch.Tensor]:
+    """The global random state a run draws dropout and stochastic depth from (the CPU's, and the device's)."""
+    return [torch.get_rng_state()] + ([torch.cuda.get_rng_state(device)] if device.type == "cuda" else [])
+
+
+def _set_rng(states: list[torch.Tensor], device: torch.device) -> None:
+    torch.set_rng_state(states[0])
+    if device.type == "cuda" and len(states) > 1:
+        torch.cuda.set_rng_state(states[1], device)
 
 
 def _warn_once(progress: Callable[[str], None] | None) -> Callable[[str], None]:

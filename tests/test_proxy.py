@@ -11,7 +11,7 @@ from torch import nn
 from nas.config import TrainConfig
 from nas.data import load_dataset
 from nas.errors import NasError
-from nas.proxy import lr_factor, recalibrate_bn, train
+from nas.proxy import Continuation, lr_factor, recalibrate_bn, train, train_seeds
 from nas.scaling import scale
 from nas.spec import load_spec
 
@@ -58,6 +58,27 @@ def test_validating_only_the_last_epoch_gives_the_same_final_result(digits, smal
     assert last.final_acc == last.best_acc == every.final_acc
     assert torch.equal(last.val_correct, every.val_correct)
     assert [e.train_loss for e in last.epochs] == [e.train_loss for e in every.epochs]
+
+
+def test_a_continued_run_ends_where_an_uninterrupted_one_does(digits, small_net, tmp_path):
+    # Budget racing's promoted candidates continue a lower rung's training: stopped after 1 of 2 epochs (weights,
+    # optimizer, data order, dropout and drop-connect's random state kept) and continued, a run must end
+    # exactly as one run of 2 epochs: the same losses, accuracy and images right.
+    cfg = TrainConfig(epochs=2, seed=6, threads=1, validate_each_epoch=False)
+    whole = train(small_net, digits, cfg)
+    half = train_seeds(small_net, digits, cfg, [6], continuation=Continuation(tmp_path, 1, save_as="r0", tag="t"))
+    assert half[0].status == "ok" and len(half[0].epochs) == 1 and (tmp_path / "r0-seed6.pt").is_file()
+    assert half[0].accuracies[-1] is not None and half[0].final_acc < whole.final_acc
+    rest = train_seeds(small_net, digits, cfg, [6],
+                       continuation=Continuation(tmp_path, 2, resume_from="r0", tag="t"))[0]
+    assert rest.continued and [e.train_loss for e in rest.epochs] == [e.train_loss for e in whole.epochs]
+    assert rest.final_acc == whole.final_acc and torch.equal(rest.val_correct, whole.val_correct)
+    assert rest.reason == ""
+    # A state kept for other runs (another tag) is not used: the run trains from the start, to the same end.
+    again = train_seeds(small_net, digits, cfg, [6],
+                        continuation=Continuation(tmp_path, 2, resume_from="r0", tag="other"))[0]
+    assert again.reason.startswith("trained from the start: no usable state kept as r0")
+    assert not again.continued and again.final_acc == whole.final_acc
 
 
 def test_callback_sees_every_epoch_and_can_stop(digits, small_net):
