@@ -51,6 +51,7 @@ Metric = Literal["accuracy", "flops", "latency"]
 Cost = Literal["flops", "activations", "latency"]
 RewardCost = Literal["flops", "latency"]    # the block-level reward's T is in MFLOPs or ms
 PrunerType = Literal["median", "none"]
+RungTraining = Literal["restart", "continue"]
 
 RUNS_DIR = Path("runs")
 MAX_GRID_POINTS = 10_000
@@ -173,6 +174,18 @@ class ProxySettings:
         check_fields(self)
 
 
+def rung_budgets(rungs: int, eta: int) -> list[float]:
+    """The share of the study's training budget each rung trains: eta^-(rungs - 1), ..., eta^-1, 1."""
+    return [float(eta) ** (r - rungs + 1) for r in range(rungs)]
+
+
+def rung_epochs(epochs: int, rungs: int, eta: int) -> list[int]:
+    """The epoch after which each rung stops when rungs continue one another's training (search.rung_training:
+    continue): each rung's share of `epochs`, rounded to a whole epoch (at least one), so that a rung's state
+    is kept at an epoch's end. Rungs that round to the same epoch are refused (study_from_dict)."""
+    return [max(1, round(epochs * share)) for share in rung_budgets(rungs, eta)]
+
+
 @dataclass(frozen=True)
 class SearchSettings:
     sampler: Sampler = checked("grid", one_of(Sampler))
@@ -197,6 +210,10 @@ class SearchSettings:
     # eta^-1, 1 of proxy.train's; at each the best 1/eta, and those tied with the best, go on. 1: off.
     rungs: int = checked(1, integer(1, 4))
     eta: int = checked(3, integer(2, 8))
+    # restart: each rung trains anew on its share of the schedule, compressed (a complete, annealed training);
+    # continue: a promoted candidate continues its lower rung's training (the study's schedule, cut at each
+    # rung's epoch), so reaching the last rung costs what a flat grid's run costs, and ends with its result.
+    rung_training: RungTraining = checked("restart", one_of(RungTraining))
     latency: LatencySettings = LatencySettings()
     # cost: latency: time every candidate (measure), or predict it from a calibrated per-block lookup table
     # built once for the device (table; the family is still measured). latency_table: the table's file.
@@ -370,6 +387,8 @@ class StudyConfig:
         if self.search.rungs == 1:
             for key in ("rungs", "eta"):
                 d["search"].pop(key)
+        if self.search.rungs == 1 or self.search.rung_training == SearchSettings.rung_training:
+            d["search"].pop("rung_training")
         if self.search.family_phis == SearchSettings.family_phis:
             d["search"].pop("family_phis")
         for key in ("cuda_graphs", "fuse_seeds"):
@@ -474,6 +493,13 @@ def study_from_dict(d: dict[str, Any], src: str) -> StudyConfig:
     if not train.validate_each_epoch and pruner.type != "none":
         raise NasError(f"{src}: field 'proxy.train.validate_each_epoch' is false, which leaves the {pruner.type} "
                        f"pruner no epoch to judge before the last: set 'pruner: {{type: none}}' or validate each epoch")
+    if search.rungs > 1 and search.rung_training == "continue":
+        stops = rung_epochs(train.epochs, search.rungs, search.eta)
+        require(train.steps is None, src, "proxy.train.steps", train.steps,
+                "unset when search.rung_training is continue (rungs stop at epochs' ends: give proxy.train.epochs)")
+        require(len(set(stops)) == len(stops), src, "proxy.train.epochs", train.epochs,
+                f"enough epochs for {search.rungs} rungs at eta {search.eta} that continue one another (they would "
+                f"stop after epochs {', '.join(map(str, stops))}): raise it, or lower search.rungs or search.eta")
     return StudyConfig(name=name, description=description, space=d["space"], proxy=proxy, search=search,
                        pruner=pruner, heartbeat=heartbeat, seed=seed, storage=storage, workers=workers, arch=arch,
                        confirm=confirm, source=src)

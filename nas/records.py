@@ -47,6 +47,10 @@ class TrialRecord:
     fail_reason: str | None = None                 # a failure of its own (diverged, out of memory, an error)
     fail_traceback: str | None = None              # the traceback when the trial raised an exception
     skipped: str | None = None                     # found no queued work, or work another trial owned
+    # Rungs that continue one another (search.rung_training: continue): whether every seed went on from the
+    # lower rung's kept state; False where none was usable (another machine, a deleted folder) and it trained
+    # from the start (the same result, at the full cost). None: not a continuing run.
+    continued: bool | None = None
 
     @classmethod
     def attr_names(cls) -> frozenset[str]:

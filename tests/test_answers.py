@@ -131,6 +131,39 @@ def test_a_budget_raced_grid_trains_rungs_as_stored_trials_and_resumes(tiny_stud
     assert code == 0 and len(_study(path).trials) == before, err
 
 
+def test_rungs_that_continue_end_with_the_flat_grids_results(tiny_study, run_cli):
+    # search.rung_training: continue: a promoted candidate goes on from its lower rung's kept state, so each
+    # candidate at the last rung ends with exactly the runs a flat grid trains (threads: 1 keeps them bitwise).
+    flat = tiny_study(name="flat", epochs=2)
+    raced = tiny_study(name="continued", epochs=2,
+                       **{"trials: 4,": "trials: 4, rungs: 2, eta: 3, rung_training: continue,"})
+    for path in (flat, raced):
+        code, _, err = run_cli("scale", "run", path, "--phi", "0")
+        assert code == 0, err
+    full = {tuple(r.grid_point): r for r in candidates(_study(flat)) if r.seed_accuracies}
+    trials = [CoefficientRecord.from_trial(t) for t in _study(raced).get_trials(states=(TrialState.COMPLETE,))]
+    first = [r for r in trials if r.grid_point and r.seed_accuracies]
+    promoted = [r for r in trials if r.rung_run]
+    assert first and promoted and all(len(r.accuracy_per_epoch) == 1 and r.continued is None for r in first)
+    for r in promoted:        # the first epoch's accuracy is the kept one, the second trained here
+        assert r.continued and r.accuracy_per_epoch[0] == next(
+            g for g in first if g.grid_point == r.rung_run[:2]).accuracy_per_epoch[0]
+        same = full[tuple(r.rung_run[:2])]
+        assert r.seed_accuracies == same.seed_accuracies and r.val_correct == same.val_correct
+    assert "continued from rung 1" in err
+    assert not (Path("runs") / "continued" / "checkpoints" / "continued").exists()     # served, and removed
+
+
+def test_rungs_that_continue_need_an_epoch_for_each(tiny_study):
+    path = tiny_study(name="few", epochs=2, **{"trials: 4,": "trials: 4, rungs: 3, rung_training: continue,"})
+    with pytest.raises(NasError, match=r"'proxy.train.epochs' is 2: must be enough epochs for 3 rungs at eta 3 "
+                                       r"that continue one another \(they would stop after epochs 1, 1, 2\)"):
+        load_study(path)
+    restart = tiny_study(name="same", **{"trials: 4,": "trials: 4, rungs: 2,"})
+    explicit = tiny_study(name="same", **{"trials: 4,": "trials: 4, rungs: 2, rung_training: restart,"})
+    assert load_study(restart).fingerprint() == load_study(explicit).fingerprint()   # old studies resume
+
+
 def test_a_paired_verdict_is_indexed_as_its_candidates_were_given():
     """tie_set's differences follow the order of the mapping given, not the ranking: a confirmation lists its
     leaders in the proxy's order beside each one's difference to the confirmed best (it once printed them in
@@ -160,6 +193,8 @@ def test_budget_racing_keeps_the_flat_grids_best_at_under_half_the_training(stud
                              lambda res: tie_set(res, images, resamples)[0], rng) for _ in range(studies)]
     assert sum(s.kept_verdict for s in sims) >= minimum
     assert sum(s.budget for s in sims) <= 0.5 * sum(s.flat_budget for s in sims)
+    # Rungs that continue one another spend less still: only the share each rung adds.
+    assert sum(s.continued_budget for s in sims) < sum(s.budget for s in sims)
 
 
 @pytest.mark.slow

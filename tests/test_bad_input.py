@@ -61,6 +61,10 @@ space: efficientnet_b0
     (study_text().replace("per_class: 20", "per_class: 0"), "field 'proxy.per_class' is 0"),
     (study_text(dataset="/no/such/data"), "no such file or directory: /no/such/data"),
     (study_text() + "workers: 0\n", "field 'workers' is 0: must be an integer in 1..256"),
+    (study_text(search=", sampler: grid, rungs: 2, rung_training: resume").replace("sampler: random, ", ""),
+     "field 'search.rung_training' is 'resume': must be one of restart, continue"),
+    (study_text(search=", sampler: grid, rungs: 2, rung_training: continue").replace("sampler: random, ", ""),
+     "field 'proxy.train.epochs' is 1: must be enough epochs for 2 rungs at eta 3 that continue one another"),
 ])
 @pytest.mark.parametrize("workers", ["1", "2"])
 def test_bad_study_files(run_cli, tmp_path, monkeypatch, text, match, workers):

@@ -19,8 +19,11 @@ the study's budget (rungs at eta^-2, eta^-1 and 1 of it for three rungs); at eac
 on, and with them every candidate the test cannot separate from the best, so a rung never drops a
 candidate the evidence cannot rank below it. Most of a grid is clearly worse after a ninth of the
 training, and a ninth of the training costs a ninth: a grid trains about a third of the images a flat
-grid does. Seed racing then runs on the candidates at the last rung. Both are replays of stored runs,
-so they resume from any interruption, on any worker.
+grid does. A rung either trains anew on a compressed schedule (`restart`: every rung a complete training)
+or continues the lower rung's training from its kept state (`continue`: one schedule, the study's, cut
+at each rung; a candidate that reaches the last rung costs what it costs in a flat grid and ends with the
+flat grid's result). Seed racing then runs on the candidates at the last rung. Both are replays of stored
+runs, so they resume from any interruption, on any worker.
 
 References: M. Birattari, T. Stuetzle, L. Paquete, K. Varrentrapp, "A racing algorithm for configuring
 metaheuristics", GECCO 2002 (F-Race); M. Lopez-Ibanez et al., "The irace package: Iterated racing for
@@ -40,6 +43,7 @@ from typing import Generic, TypeVar
 
 import numpy as np
 
+from nas.config import rung_budgets
 from nas.statistics import estimate, pack_correct, tied_with_best
 
 K = TypeVar("K", bound=Hashable)
@@ -101,11 +105,6 @@ def replay(results: Mapping[K, Sequence[S]], tied: Ties, first_seeds: int, seeds
             return decision, have
         have.update({k: have[k] + n for k, n in decision.more_seeds.items()})
         racing = {k: results[k] for k in decision.survivors}
-
-
-def rung_budgets(rungs: int, eta: int) -> list[float]:
-    """The share of the study's training budget each rung trains: eta^-(rungs - 1), ..., eta^-1, 1."""
-    return [float(eta) ** (r - rungs + 1) for r in range(rungs)]
 
 
 @dataclass(frozen=True)
@@ -193,8 +192,23 @@ class SimulatedHalving:
     flat_best: int                  # the best of the flat grid (every candidate at the full budget)
     survivors: tuple[int, ...]      # the candidates halving trained at the full budget
     tied: tuple[int, ...]           # halving's answer: the last rung's tie set, best first
-    budget: float                   # training spent, in candidate-runs at the full budget
+    fields: tuple[int, ...]         # how many candidates trained at each rung
+    budgets: tuple[float, ...]      # each rung's share of the full budget
+    seeds: int
     flat_budget: float              # the flat grid's: candidates x seeds
+
+    @property
+    def budget(self) -> float:
+        """Training spent, in candidate-runs at the full budget, where every rung trains anew (rung_training:
+        restart)."""
+        return self.seeds * sum(n * b for n, b in zip(self.fields, self.budgets))
+
+    @property
+    def continued_budget(self) -> float:
+        """The same where each rung continues the lower rung's training (rung_training: continue): a rung
+        costs only the share it adds."""
+        return self.seeds * sum(n * (b - below) for n, b, below in zip(self.fields, self.budgets,
+                                                                      (0.0, *self.budgets[:-1])))
 
     @property
     def kept_verdict(self) -> bool:
@@ -249,6 +263,6 @@ def simulate_halving(true_means: Sequence[float], rung_noise: Sequence[float], s
     for r in range(1, len(rungs)):      # each rung's field, as the replay promotes it
         decision = successive_halving([rungs[q] if q < r else {} for q in range(len(rungs))], eta, mean, tied)
         trained.append(decision.field)
-    budgets = rung_budgets(len(rungs), eta)
     return SimulatedHalving(tied(ranked(range(n)))[0], trained[-1], tuple(tied(ranked(trained[-1]))),
-                            sum(len(field) * seeds * b for field, b in zip(trained, budgets)), n * seeds)
+                            tuple(len(field) for field in trained), tuple(rung_budgets(len(rungs), eta)), seeds,
+                            n * seeds)

@@ -23,20 +23,22 @@ from dataclasses import dataclass, field
 import optuna
 from optuna.trial import FrozenTrial
 
-from nas.config import StudyConfig, TrainConfig
+from nas.config import StudyConfig, TrainConfig, rung_budgets, rung_epochs
 from nas.cost import Candidate, flops_cost, solve_resolution, study_cost
 from nas.device import resolve_device
 from nas.errors import NasError
 from nas.family import check_family
 from nas.flops import flops_at, params_of
 from nas.latency import search_table
+from nas.proxy import Continuation
 from nas.records import CoefficientRecord, record, records
 from nas.scaling import target_member
 from nas.search.constraint import ProxyCandidate, ProxyFamily, feasible_grid, proxy_family, solve_proxy
-from nas.search.racing import HalvingDecision, RaceDecision, Ties, replay, rung_budgets, successive_halving
+from nas.search.racing import HalvingDecision, RaceDecision, Ties, replay, successive_halving
 from nas.search.results import Run, candidates, runs_of, tie_set
 from nas.search.runner import all_finished, claim_queued, enqueue_missing, queued_work
 from nas.search.scoring import budgeted, describe_outcome, make_pruner, proxy_data, recording_failures, train_and_score
+from nas.search.storage import checkpoint_folder
 from nas.spec import NetworkSpec, load_spec
 
 GRID_POINT = "grid_point"   # CoefficientRecord.grid_point: [alpha, beta] of an enqueued grid trial
@@ -119,6 +121,9 @@ class ScaleJob:
             if not halving.finished:
                 enqueue_missing(study, RUNG_RUN, [((a, b, halving.rung), {"alpha": a, "beta": b})
                                                   for a, b in halving.to_train])
+                if self.config.search.rung_training == "continue":   # nothing continues those left behind
+                    for a, b in {tuple(p.values()) for p in grid} - set(halving.field):
+                        self.continuation(a, b, halving.rung).discard(self.state_name(a, b, halving.rung - 1))
                 return
         if self.config.search.racing:
             decision, have = self.race(study)
@@ -255,17 +260,39 @@ class ScaleJob:
                params=params_of(full1), flops0=flops0, flops1=flops1, flops_ratio=flops1 / flops0,
                proxy_params=params_of(proxy.spec, *shape), device=device)
         race_run, rung_run = trial.user_attrs.get(RACE_RUN), trial.user_attrs.get(RUNG_RUN)
+        continuation = None
         if s.rungs > 1:    # budget racing: the grid trial trains the smallest rung, a race run the full budget
             rung = s.rungs - 1 if race_run else int(rung_run[2]) if rung_run else 0
             share = rung_budgets(s.rungs, s.eta)[rung]
             record(trial, CoefficientRecord, rung=rung, rungs=s.rungs, budget=share)
-            train_cfg = budgeted(train_cfg, data, share)
+            if s.rung_training == "restart":
+                train_cfg = budgeted(train_cfg, data, share)
+            elif not race_run:     # a race run's seeds are new: they train the whole schedule from the start
+                continuation = self.continuation(alpha, beta, rung)
         if race_run:       # more seeds for a candidate still in the race: seeds first .. first + n - 1
             first, n = int(race_run[2]), int(race_run[3])
             return train_and_score(trial, proxy.spec, data, train_cfg, n, self.config.seed + first, start,
                                    prune=False)
-        return train_and_score(trial, proxy.spec, data, train_cfg, s.seeds, self.config.seed, start,
-                               prune=not rung_run)
+        accuracy = train_and_score(trial, proxy.spec, data, train_cfg, s.seeds, self.config.seed, start,
+                                   prune=not rung_run, continuation=continuation)
+        if continuation is not None and continuation.resume_from is not None:
+            continuation.discard(continuation.resume_from)    # continued: the lower rung's state has served
+        return accuracy
+
+    def continuation(self, alpha: float, beta: float, rung: int) -> Continuation:
+        """How a rung's run continues the lower rung's training (search.rung_training: continue): it stops at
+        its rung's epoch, keeps its state there for the next rung (not at the last), and starts from the state
+        the lower rung kept. States are named by candidate and rung, and tagged with the study's fingerprint."""
+        s = self.config.search
+        stops = rung_epochs(self.config.proxy.train.epochs, s.rungs, s.eta)
+        return Continuation(checkpoint_folder(self.config), stops[rung],
+                            save_as=self.state_name(alpha, beta, rung) if rung < s.rungs - 1 else None,
+                            resume_from=self.state_name(alpha, beta, rung - 1) if rung > 0 else None,
+                            tag=self.config.fingerprint())
+
+    @staticmethod
+    def state_name(alpha: float, beta: float, rung: int) -> str:
+        return f"alpha{alpha:g}-beta{beta:g}-rung{rung}"
 
     def describe(self, t: FrozenTrial) -> str:
         r = CoefficientRecord.from_trial(t)
@@ -277,6 +304,9 @@ class ScaleJob:
             text += f", proxy at {r.proxy_resolution} px, ratio {r.proxy_flops_ratio:.3f}"
         if r.rung is not None and r.rungs:
             text += f", rung {r.rung + 1}/{r.rungs} ({r.budget:.3g} of the budget)"
+            if r.continued is not None:
+                text += (f", continued from rung {r.rung}" if r.continued
+                         else ", trained from the start (no kept state of the lower rung to continue)")
         if r.race_run:
             first, last = int(r.race_run[2]), int(r.race_run[2] + r.race_run[3] - 1)
             text += f", racing seed {first}" if first == last else f", racing seeds {first}-{last}"

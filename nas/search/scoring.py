@@ -15,7 +15,7 @@ import optuna
 
 from nas.config import StudyConfig, TrainConfig
 from nas.data import Dataset, load_dataset
-from nas.proxy import train_seeds
+from nas.proxy import Continuation, train_seeds
 from nas.records import TrialRecord, record
 from nas.spec import NetworkSpec
 
@@ -54,21 +54,25 @@ def make_pruner(config: StudyConfig) -> optuna.pruners.BasePruner:
 
 
 def train_and_score(trial: optuna.Trial, spec: NetworkSpec, data: Dataset, train_cfg: TrainConfig, seeds: int,
-                    base_seed: int, start: float, prune: bool = True) -> float:
+                    base_seed: int, start: float, prune: bool = True,
+                    continuation: Continuation | None = None) -> float:
     """Train `spec` once per seed (fused into one job where proxy.fuses_seeds) and record the result;
     returns the mean final validation accuracy.
 
     The first seed reports every epoch to Optuna (when `prune`), so pruners stop weak candidates
     early; a pruned run raises TrialPruned, a diverged or out-of-memory run raises TrialFailed with
-    the reason recorded in the trial.
+    the reason recorded in the trial. With `continuation`, the seeds train part of the schedule, from the
+    state a shorter run kept where there is one (budget racing's rungs).
     """
     def report(epoch: int, acc: float) -> bool:
         trial.report(acc, epoch)
         return trial.should_prune()
 
     results = train_seeds(spec, data, train_cfg, [base_seed + k for k in range(seeds)],
-                          callback=report if prune else None)
+                          callback=report if prune else None, continuation=continuation)
     first = results[0]
+    if continuation is not None and continuation.resume_from is not None:
+        record(trial, TrialRecord, continued=all(r.continued for r in results))
     # A fused job's set-up, training and evaluation are shared by its seeds: each counts its share.
     record(trial, TrialRecord, accuracy_per_epoch=first.accuracies, train_img_s=first.train_images_per_sec,
            **{f"{part}_time": sum(getattr(r, f"{part}_seconds") / r.job_seeds for r in results)

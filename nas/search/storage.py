@@ -69,6 +69,15 @@ def sqlite_file(url: str) -> Path | None:
     return Path(url[len("sqlite:///"):].partition("?")[0]) if url.startswith("sqlite:///") else None
 
 
+def checkpoint_folder(config: StudyConfig) -> Path:
+    """Where budget racing keeps the training states its promoted candidates continue from
+    (search.rung_training: continue): beside an SQLite study's file, else runs/<name>/checkpoints under the
+    current folder. A worker that finds no state there (another machine of a PostgreSQL study) trains the
+    candidate from the start: the same result, at the full cost."""
+    db = sqlite_file(config.storage_url())
+    return (db.parent if db else config.run_dir) / "checkpoints" / config.name
+
+
 def open_storage(url: str, heartbeat: HeartbeatSettings | None = None) -> optuna.storages.RDBStorage:
     """An RDB storage with heartbeats (when given) and stale-trial retry."""
     check_storage_url(url)
