@@ -151,7 +151,7 @@ def test_rungs_that_continue_end_with_the_flat_grids_results(tiny_study, run_cli
         same = full[tuple(r.rung_run[:2])]
         assert r.seed_accuracies == same.seed_accuracies and r.val_correct == same.val_correct
     assert "continued from rung 1" in err
-    assert not (Path("runs") / "continued" / "checkpoints" / "continued").exists()     # served, and removed
+    assert not (Path("runs") / "continued" / "continued-checkpoints").exists()     # served, and removed
 
 
 def test_rungs_that_continue_need_an_epoch_for_each(tiny_study):

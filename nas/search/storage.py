@@ -71,11 +71,11 @@ def sqlite_file(url: str) -> Path | None:
 
 def checkpoint_folder(config: StudyConfig) -> Path:
     """Where budget racing keeps the training states its promoted candidates continue from
-    (search.rung_training: continue): beside an SQLite study's file, else runs/<name>/checkpoints under the
-    current folder. A worker that finds no state there (another machine of a PostgreSQL study) trains the
-    candidate from the start: the same result, at the full cost."""
+    (search.rung_training: continue), <name>-checkpoints: beside an SQLite study's file, else in runs/<name>/
+    under the current folder. A worker that finds no state there (another machine of a PostgreSQL
+    study) trains the candidate from the start: the same result, at the full cost."""
     db = sqlite_file(config.storage_url())
-    return (db.parent if db else config.run_dir) / "checkpoints" / config.name
+    return (db.parent if db else config.run_dir) / f"{config.name}-checkpoints"
 
 
 def open_storage(url: str, heartbeat: HeartbeatSettings | None = None) -> optuna.storages.RDBStorage:
