@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -330,6 +331,42 @@ def test_one_of_four_killed_workers_is_covered_by_the_others(tiny_study):
     assert not study.get_trials(states=(TrialState.RUNNING, TrialState.WAITING))
     worker_lines = [line for line in err.splitlines() if re.match(r"\[worker \d\] \[\d+/\d+ trials\] .*\(trial ", line)]
     assert len({line.split("]")[0] for line in worker_lines}) >= 3                  # shared work, each counted
+
+
+def _running(pid: int) -> bool:
+    """Whether process `pid` still runs (an exited worker nobody has reaped yet is a zombie, state Z)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+@pytest.mark.slow     # durability, whole processes killed: pytest -m slow (CI runs it)
+def test_workers_stop_when_their_launcher_is_killed_alone(tiny_study):
+    # `kill -9 PID` of the command alone (not its process group, as Ctrl-C is): its workers must not train on
+    # unseen; they stop as Ctrl-C stops them, and the same command finishes the study without loss.
+    path = tiny_study(name="orphans", epochs=20)     # trials of several seconds: workers left alone run on
+    cfg = load_study(path)
+    proc = _nas("scale", "run", path, "--workers", "2")
+    workers: list[int] = []
+
+    def both_mid_trial(trials) -> bool:
+        workers[:] = spawned_workers(proc.pid)
+        return len(workers) == 2 and sum(map(well_into, trials)) == 2
+
+    try:
+        _wait_for(cfg, both_mid_trial, proc=proc)
+        proc.kill()
+        proc.wait()     # not communicate(): the workers hold the pipes open, and reading would wait for them
+        deadline = time.monotonic() + 15     # an orphan would train its trial and take the next (30 s and more)
+        while any(map(_running, workers)) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not any(map(_running, workers)), "a worker outlived its launcher by 15 s"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+    _rerun_keeps_every_finished_trial(path, cfg)
 
 
 def _read_stderr_until(proc: subprocess.Popen, text: str) -> None:

@@ -17,6 +17,8 @@ from __future__ import annotations
 import copy
 import dataclasses
 import multiprocessing
+import os
+import signal
 import sys
 import threading
 import time
@@ -326,6 +328,7 @@ def _worker_main(job: SearchJob, storage_url: str, worker: int, device: str, err
     the bars of several processes would overwrite each other."""
     progress = counting(stderr_progress if loud else None, work[1], job.unit, done=work[0],
                         elapsed=time.time() - launched, live=False, prefix=f"[worker {worker}] ")
+    _stop_with_the_launcher(worker)
     try:
         with progress:
             worker_loop(job, storage_url, worker, progress, device)
@@ -337,6 +340,21 @@ def _worker_main(job: SearchJob, storage_url: str, worker: int, device: str, err
     except NasError as e:      # the launcher says it once, for all workers
         errors.put(str(e))
         sys.exit(ExitCode.BAD_INPUT)
+
+
+def _stop_with_the_launcher(worker: int) -> None:
+    """Ctrl-C reaches a run's whole process group, but `kill PID` or kill -9 of the launcher alone would leave
+    its workers training on, unseen, with nobody to report to. A worker whose launcher is gone stops as Ctrl-C
+    would stop it: the trial in hand is failed, and retried when the same command runs again."""
+    launcher = multiprocessing.parent_process()
+    if launcher is None:
+        return
+
+    def watch() -> None:
+        launcher.join()
+        stderr_progress(f"[worker {worker}] the launcher is gone: stopping (run the same command to resume)")
+        os.kill(os.getpid(), signal.SIGINT)
+    threading.Thread(target=watch, name="launcher-watch", daemon=True).start()
 
 
 def check_workers(workers: int, gpus: Sequence[int], force: bool = False) -> None:
