@@ -193,8 +193,8 @@ def test_budget_racing_keeps_the_flat_grids_best_at_under_half_the_training(stud
                              lambda res: tie_set(res, images, resamples)[0], rng) for _ in range(studies)]
     assert sum(s.kept_verdict for s in sims) >= minimum
     assert sum(s.budget for s in sims) <= 0.5 * sum(s.flat_budget for s in sims)
-    # Rungs that continue one another spend less still: only the share each rung adds.
-    assert sum(s.continued_budget for s in sims) < sum(s.budget for s in sims)
+    # Rungs that continue one another spend only the share each rung adds: about a third of the flat grid.
+    assert sum(s.continued_budget for s in sims) <= 0.4 * sum(s.flat_budget for s in sims)
 
 
 @pytest.mark.slow
