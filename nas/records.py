@@ -96,7 +96,7 @@ class CoefficientRecord(TrialRecord):
     rung_run: list[float] | None = None            # [alpha, beta, rung]: a higher budget rung, when budget racing
     rung: int | None = None                        # the budget rung it trained at (None: no budget racing)
     rungs: int | None = None                       # the study's rungs; the last, rungs - 1, is the full budget
-    budget: float | None = None                    # the share of proxy.train's budget it trained
+    budget: float | None = None                    # the share of proxy.train's budget its result is at
     alpha: float | None = None
     beta: float | None = None
     gamma: float | None = None                     # effective: resolution1 / resolution0

@@ -145,6 +145,7 @@ def test_rungs_that_continue_end_with_the_flat_grids_results(tiny_study, run_cli
     first = [r for r in trials if r.grid_point and r.seed_accuracies]
     promoted = [r for r in trials if r.rung_run]
     assert first and promoted and all(len(r.accuracy_per_epoch) == 1 and r.continued is None for r in first)
+    assert {r.budget for r in first} == {0.5} and {r.budget for r in promoted} == {1.0}     # 1 and 2 of 2 epochs
     for r in promoted:        # the first epoch's accuracy is the kept one, the second trained here
         assert r.continued and r.accuracy_per_epoch[0] == next(
             g for g in first if g.grid_point == r.rung_run[:2]).accuracy_per_epoch[0]

@@ -264,11 +264,12 @@ class ScaleJob:
         if s.rungs > 1:    # budget racing: the grid trial trains the smallest rung, a race run the full budget
             rung = s.rungs - 1 if race_run else int(rung_run[2]) if rung_run else 0
             share = rung_budgets(s.rungs, s.eta)[rung]
-            record(trial, CoefficientRecord, rung=rung, rungs=s.rungs, budget=share)
             if s.rung_training == "restart":
                 train_cfg = budgeted(train_cfg, data, share)
             elif not race_run:     # a race run's seeds are new: they train the whole schedule from the start
                 continuation = self.continuation(alpha, beta, rung)
+                share = continuation.stop_epoch / train_cfg.epochs      # whole epochs: 3/8, not 1/3
+            record(trial, CoefficientRecord, rung=rung, rungs=s.rungs, budget=share)
         if race_run:       # more seeds for a candidate still in the race: seeds first .. first + n - 1
             first, n = int(race_run[2]), int(race_run[3])
             return train_and_score(trial, proxy.spec, data, train_cfg, n, self.config.seed + first, start,
