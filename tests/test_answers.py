@@ -155,6 +155,18 @@ def test_rungs_that_continue_end_with_the_flat_grids_results(tiny_study, run_cli
     assert not (Path("runs") / "continued" / "continued-checkpoints").exists()     # served, and removed
 
 
+def test_a_workers_gpu_does_not_change_what_kept_states_are_tagged_with(tiny_study):
+    # A worker training on its own GPU gets a copy of the job with that device (runner.training_on); the states
+    # it keeps and continues must carry the study's tag, or workers on other GPUs could never continue them.
+    from nas.search.runner import training_on
+
+    job = ScaleJob(load_study(tiny_study(name="gpus", epochs=3,
+                                         **{"trials: 4,": "trials: 4, rungs: 2, rung_training: continue,"})))
+    moved = training_on(job, "cuda:1")
+    assert moved.config.proxy.train.device == "cuda:1" and moved.config.fingerprint() != job.fingerprint
+    assert moved.continuation(1.0, 1.1, 1).tag == job.continuation(1.0, 1.1, 1).tag == job.fingerprint
+
+
 def test_rungs_that_continue_need_an_epoch_for_each(tiny_study):
     path = tiny_study(name="few", epochs=2, **{"trials: 4,": "trials: 4, rungs: 3, rung_training: continue,"})
     with pytest.raises(NasError, match=r"'proxy.train.epochs' is 2: must be enough epochs for 3 rungs at eta 3 "

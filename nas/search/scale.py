@@ -54,6 +54,12 @@ class ScaleJob:
     directions = ["maximize"]
     unit = "trials"
     table_ready: bool = field(default=False, init=False, repr=False, compare=False)   # predictor.search_table ran
+    # The study's identity as the runner opens it (its stored fingerprint), which kept training states are tagged
+    # with: taken here, so that a worker's copy training on its own GPU (runner.training_on) keeps it.
+    fingerprint: str = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self.fingerprint = self.config.fingerprint()
 
     @property
     def study_name(self) -> str:
@@ -122,7 +128,7 @@ class ScaleJob:
                 enqueue_missing(study, RUNG_RUN, [((a, b, halving.rung), {"alpha": a, "beta": b})
                                                   for a, b in halving.to_train])
                 if self.config.search.rung_training == "continue":   # nothing continues those left behind
-                    for a, b in {tuple(p.values()) for p in grid} - set(halving.field):
+                    for a, b in {(p["alpha"], p["beta"]) for p in grid} - set(halving.field):
                         self.continuation(a, b, halving.rung).discard(self.state_name(a, b, halving.rung - 1))
                 return
         if self.config.search.racing:
@@ -289,7 +295,7 @@ class ScaleJob:
         return Continuation(checkpoint_folder(self.config), stops[rung],
                             save_as=self.state_name(alpha, beta, rung) if rung < s.rungs - 1 else None,
                             resume_from=self.state_name(alpha, beta, rung - 1) if rung > 0 else None,
-                            tag=self.config.fingerprint())
+                            tag=self.fingerprint)
 
     @staticmethod
     def state_name(alpha: float, beta: float, rung: int) -> str:
