@@ -118,17 +118,36 @@ def plot_frontier(table: pd.DataFrame, x: str, path_stem: Path, title: str, subt
         return _save(fig, path_stem)
 
 
+def left_behind(rung: object) -> bool:
+    """Whether a candidate's `rung` (a trials table's "1/2": rung 1 of 2) is below the last: budget racing left it
+    behind, and its accuracy is from less training than that of the candidates judged."""
+    if not isinstance(rung, str) or "/" not in rung:
+        return False
+    reached, of = rung.split("/", 1)
+    return reached != of
+
+
+def _split_left_behind(done: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(the candidates judged at the full budget, those budget racing left behind at a lower rung)."""
+    behind = done["rung"].map(left_behind).astype(bool) if "rung" in done else pd.Series(False, index=done.index)
+    return done[~behind], done[behind]
+
+
+LEFT_BEHIND = "stopped at a lower rung"    # budget racing left it behind, with less training
+
+
 def plot_grid(trials: pd.DataFrame, path_stem: Path, title: str,
               paper: tuple[float, ...] | None = (1.2, 1.1, 1.15)) -> list[Path]:
     """The coefficient search in the α-β plane: finished trials coloured by proxy accuracy and labelled
     with γ, pruned, infeasible and failed trials in their own markers, the best (rank 1) starred, called the
     winner only when no other candidate is tied with it (`tied_best`; those are ringed), and the paper's
-    point (`paper` = (α, β[, γ]), None to leave it out) as a black +."""
+    point (`paper` = (α, β[, γ]), None to leave it out) as a black +. Candidates budget racing left behind
+    are open grey circles: their accuracy, from less training, is not on the colour scale."""
     placed = trials[trials["alpha"].notna() & trials["beta"].notna()]
     if placed.empty:
         raise ValueError("the study has no candidate to plot")
     state = placed["state"]
-    done = placed[(state == "complete") & placed["acc_mean"].notna()]
+    done, behind = _split_left_behind(placed[(state == "complete") & placed["acc_mean"].notna()])
     pruned = placed[state == "pruned"]
     with matplotlib.rc_context(_STYLE):
         fig = Figure(figsize=(7.5, 6.0), layout="constrained")
@@ -138,6 +157,7 @@ def plot_grid(trials: pd.DataFrame, path_stem: Path, title: str,
                               edgecolors="0.2", linewidths=0.5, label="complete", zorder=3)
             fig.colorbar(dots, ax=ax, label="proxy validation accuracy")
         markers: list[tuple[pd.DataFrame, dict[str, Any], str]] = [
+            (behind, dict(marker="o", facecolors="none", edgecolors="0.35", linewidths=1.2, s=70), LEFT_BEHIND),
             (pruned, dict(marker="o", facecolors="none", edgecolors="0.5", linewidths=1.2, s=70), "pruned"),
             (placed[state.isin(["running", "waiting"])],
              dict(marker="s", facecolors="none", edgecolors="0.7", linewidths=1.0, s=50), "not finished"),
@@ -147,7 +167,7 @@ def plot_grid(trials: pd.DataFrame, path_stem: Path, title: str,
         for rows, style, label in markers:
             if not rows.empty:
                 ax.scatter(rows["alpha"], rows["beta"], label=label, zorder=3, **style)
-        for _, row in pd.concat([done, pruned]).iterrows():
+        for _, row in pd.concat([done, behind, pruned]).iterrows():
             if pd.notna(row["gamma"]):
                 ax.annotate(f"γ{row['gamma']:.2f}", (row["alpha"], row["beta"]), xytext=(6, -9),
                             textcoords="offset points", fontsize=7, color="0.25")
@@ -173,20 +193,25 @@ def plot_grid(trials: pd.DataFrame, path_stem: Path, title: str,
         ax.set_ylabel("β (width coefficient)")
         ax.set_title(title)
         ax.grid(True)
-        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=3, frameon=False)
+        # Below the whole figure, not the axes: a legend wider than the axes would squeeze them.
+        fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncol=3, frameon=False)
         return _save(fig, path_stem)
 
 
 def plot_history(trials: pd.DataFrame, path_stem: Path, title: str) -> list[Path]:
     """Proxy accuracy of each finished trial in trial order with the best so far as a step line; trials
-    without an accuracy (pruned, infeasible, failed) are marks along the bottom so none goes missing."""
+    without an accuracy (pruned, infeasible, failed) are marks along the bottom so none goes missing, and those
+    budget racing left behind grey, outside the best so far (their accuracy is from less training)."""
     if trials.empty:
         raise ValueError("the study has no trial to plot")
     trials = trials.sort_values("trial")
-    done = trials[(trials["state"] == "complete") & trials["acc_mean"].notna()]
+    done, behind = _split_left_behind(trials[(trials["state"] == "complete") & trials["acc_mean"].notna()])
     with matplotlib.rc_context(_STYLE):
         fig = Figure(figsize=(8.0, 4.5), layout="constrained")
         ax = fig.add_subplot()
+        if not behind.empty:
+            ax.scatter(behind["trial"], behind["acc_mean"], s=30, facecolors="none", edgecolors="0.45", zorder=3,
+                       label=LEFT_BEHIND)
         if not done.empty:
             ax.scatter(done["trial"], done["acc_mean"], s=30, color="tab:blue", zorder=3, label="complete trial")
             last = trials["trial"].max()

@@ -28,7 +28,7 @@ from nas import units
 from nas.config import RUNS_DIR, StudyConfig
 from nas.errors import NasError
 from nas.family import study_family
-from nas.plots import plot_confirmation, plot_frontier, plot_grid, plot_history
+from nas.plots import left_behind, plot_confirmation, plot_frontier, plot_grid, plot_history
 from nas.search.confirm import Confirmation, answer, confirmation
 from nas.search.results import arch_table, candidates, frontier_table, state_counts, trials_table, verdict
 from nas.search.storage import load_stored_study, masked, open_storage, stored_config
@@ -226,9 +226,8 @@ def _verdict_words(table: pd.DataFrame) -> Callable[[pd.Series], str]:
     tie = "tied_best" in table.columns and int(table["tied_best"].sum()) > 1
 
     def word(row: pd.Series) -> str:
-        rung = row.get("rung")
-        if isinstance(rung, str) and "/" in rung and rung.split("/")[0] != rung.split("/")[1]:
-            return f"stopped at rung {rung}"      # budget racing left it behind
+        if left_behind(row.get("rung")):
+            return f"stopped at rung {row['rung']}"      # budget racing left it behind
         if not _missing(row.get("rank")) and row["rank"] == 1:
             return "best (tied)" if tie else "winner"
         return "tied" if not _missing(row.get("tied_best")) and bool(row["tied_best"]) else ""

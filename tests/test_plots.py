@@ -139,6 +139,18 @@ def test_grid_words_a_tie_as_the_verdict_does(tmp_path):
     assert "winner α 1.20 β 1.10 γ 1.15" in texts and not any("tied" in t for t in texts)
 
 
+def test_candidates_budget_racing_left_behind_are_marked_and_kept_off_the_colour_scale(tmp_path):
+    # A raced study's table: trial 10 stopped at rung 1 of 2, its accuracy from a third of the training. It is
+    # an open grey circle, and the colour scale and the best so far are those of the candidates judged.
+    raced = grid_trials().assign(rung=["1/2", "2/2", "", "", "", ""], acc_mean=[0.31, 0.74] + [math.nan] * 4)
+    texts = svg_texts(plot_grid(raced, tmp_path / "grid", "t")[1])
+    assert "stopped at a lower rung" in texts and "γ1.14" in texts
+    assert not any(re.fullmatch(r"0\.3\d*", t) for t in texts)    # no colour-bar tick down at 0.31
+    history = svg_texts(plot_history(raced, tmp_path / "history", "t")[1])
+    assert "stopped at a lower rung" in history and "best so far" in history
+    assert not any("stopped" in t for t in svg_texts(plot_grid(grid_trials(), tmp_path / "flat", "t")[1]))
+
+
 def test_grid_without_candidates_is_an_error(tmp_path):
     trials = grid_trials().assign(alpha=np.nan)
     with pytest.raises(ValueError, match="the study has no candidate to plot"):
